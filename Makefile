@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both create the venv when it is missing.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+OUT     ?= out/demo
+CHECKPOINT ?=
+export MUJOCO_GL ?= egl
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/twinbrain-demo --out $(OUT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+test: $(STAMP)
+	$(PY) -m pytest test
+
+bench: $(STAMP)
+	$(VENV)/bin/twinbrain-bench inference --preset tiny
+
+clean:
+	rm -rf out build install log *.egg-info

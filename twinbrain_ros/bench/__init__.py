@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON line of measured numbers (`twinbrain-bench <name> --help`)."""

@@ -1,0 +1,182 @@
+"""The VLM backbones TwinBrainVLA is built on: Qwen3-VL and Qwen2.5-VL through transformers.
+
+Two ways to get a base VLM:
+  * ``load_base(path)`` — a local checkpoint directory or HF-cache snapshot (what a robot uses);
+  * ``make_tiny_base(dir, kind)`` — a tiny random model of the *same* transformers architecture,
+    with a byte-level tokenizer and image processor built in code, saved like a real checkpoint so
+    every later step (policy, training, ``ask``) goes through the same loading path.
+
+No weights are ever downloaded: ``load_base`` passes ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+transformers.utils.logging.disable_progress_bar()   # no per-shard bars in robot logs
+
+# Qwen's chat special tokens; the tiny tokenizer reproduces them so prompts look like the real ones.
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+)
+
+# The chat template of the Qwen-VL instruct checkpoints, reduced to what we use (text + images).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+BACKBONES = {
+    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+}
+
+
+@dataclass
+class BaseVLM:
+    """A loaded base VLM: the model (with LM head, so the Left brain can still chat), its tokenizer
+    and image processor, and where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    image_processor: object
+    kind: str
+    path: str | None = None
+
+
+def backbone_kind(config) -> str:
+    for kind, (config_cls, _) in BACKBONES.items():
+        if isinstance(config, config_cls):
+            return kind
+    raise ValueError(f"unsupported backbone {type(config).__name__}; supported: {sorted(BACKBONES)}")
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + Qwen's special tokens), built in code: no download."""
+    alphabet = sorted(set(pre_tokenizers.ByteLevel.alphabet()))
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:])})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_image_processor(kind: str, patch_size: int, max_side: int = 448):
+    # The PIL backend: the default one needs torchvision, which is not installed beside torch 2.13 here.
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+        min_pixels=(2 * patch_size) ** 2, max_pixels=max_side * max_side,
+    )
+
+
+def _token_ids(tokenizer) -> dict:
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    tokens = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    ids = dict(zip(names, tokenizer.convert_tokens_to_ids(tokens)))
+    ids.update(bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    return ids
+
+
+def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, layers: int = 2):
+    """A tiny random config of the real architecture (same code paths: M-RoPE, GQA, DeepStack, windows)."""
+    heads, kv_heads, head_dim = 4, 2, hidden // 4
+    text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                head_dim=head_dim, max_position_embeddings=4096, tie_word_embeddings=True)
+    text.update({k: token_ids[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in token_ids})
+    if kind == "qwen3_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                                   "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      deepstack_visual_indexes=[0, 1], num_position_embeddings=196)
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+    if kind == "qwen2_5_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[1])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+    raise ValueError(f"unknown backbone kind {kind!r}; choose one of {sorted(BACKBONES)}")
+
+
+def qwen3_vl_4b_config(vocab_size: int = 151936, token_ids: dict | None = None) -> Qwen3VLConfig:
+    """The real Qwen3-VL-4B-Instruct dimensions (random weights when instantiated): for benchmarks."""
+    token_ids = token_ids or dict(image_token_id=151655, video_token_id=151656,
+                                  vision_start_token_id=151652, vision_end_token_id=151653)
+    text = dict(vocab_size=vocab_size, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+                rms_norm_eps=1e-6, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                                 "mrope_section": [24, 20, 20], "mrope_interleaved": True})
+    vision = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304)
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+
+
+def build_base(kind: str, config=None, seed: int = 0, tokenizer=None) -> BaseVLM:
+    """A base VLM from a config (random weights). Tiny by default."""
+    tokenizer = tokenizer or build_tiny_tokenizer()
+    config = config or tiny_config(kind, len(tokenizer), _token_ids(tokenizer))
+    torch.manual_seed(seed)
+    model = BACKBONES[kind][1](config).eval()
+    patch = config.vision_config.patch_size
+    return BaseVLM(model, tokenizer, build_image_processor(kind, patch), kind)
+
+
+def make_tiny_base(directory: str | Path, kind: str = "qwen3_vl", seed: int = 0) -> Path:
+    """Write a tiny random base VLM to ``directory`` in the layout of a real checkpoint."""
+    directory = Path(directory)
+    if (directory / "config.json").exists():
+        return directory
+    base = build_base(kind, seed=seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    base.model.save_pretrained(directory, safe_serialization=True)
+    base.tokenizer.save_pretrained(directory)
+    base.image_processor.save_pretrained(directory)
+    return directory
+
+
+def load_base(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+              attn_implementation: str = "sdpa") -> BaseVLM:
+    """Load a base VLM from a local checkpoint directory or HF-cache snapshot; never downloads."""
+    path = Path(path).expanduser()
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"base VLM: no config.json in {path} (expected a local Qwen3-VL / Qwen2.5-VL "
+                                "checkpoint directory; weights are never downloaded)")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    kinds = {"qwen3_vl": "qwen3_vl", "qwen2_5_vl": "qwen2_5_vl"}
+    if model_type not in kinds:
+        raise ValueError(f"base VLM {config_file}: model_type {model_type!r} is not supported; "
+                         f"use one of {sorted(kinds)}")
+    kind = kinds[model_type]
+    model = BACKBONES[kind][1].from_pretrained(path, dtype=dtype, local_files_only=True,
+                                               attn_implementation=attn_implementation).to(device).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
+    return BaseVLM(model, tokenizer, image_processor, kind, str(path))

@@ -1,0 +1,111 @@
+"""The one object the runtime talks to: ``TwinBrainPolicy.predict(images, state, instruction)``.
+
+It owns the model, the prompt processor and the normalisation, and works in robot units:
+images are HxWx3 uint8 RGB (any size; resized to ``config.image_size``), state and the returned
+(H, action_dim) chunk are in the robot's own units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import BaseVLM, load_base
+from .checkpoint import WEIGHTS_FILE, load_weights, read_checkpoint, save_checkpoint
+from .configuration_twinbrain import TwinBrainConfig
+from .modeling_twinbrain import TwinBrainVLA
+from .normalization import Normalization
+from .prompts import PromptProcessor, make_right_tokenizer, to_device
+
+
+@dataclass
+class Observation:
+    images: list | dict          # one HxWx3 uint8 RGB image per camera (list in camera order, or by name)
+    state: np.ndarray            # (state_dim,) robot units
+    instruction: str
+
+
+def pick_device(device: str | None) -> str:
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+    return device
+
+
+class TwinBrainPolicy:
+    def __init__(self, model: TwinBrainVLA, processor: PromptProcessor, normalization: Normalization,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.model, self.processor, self.normalization = model, processor, normalization
+        self.device, self.dtype = device, dtype
+        self.config: TwinBrainConfig = model.config
+        self.model.to(device).eval()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_base(cls, base: BaseVLM, config: TwinBrainConfig, normalization: Normalization | None = None,
+                  device: str | None = None, seed: int = 0) -> "TwinBrainPolicy":
+        """An untrained policy around a loaded base VLM (Right = copy of Left, random action expert)."""
+        if base.kind != config.backbone:
+            raise ValueError(f"config.backbone is {config.backbone!r} but the base VLM is {base.kind!r}")
+        right_tokenizer = make_right_tokenizer(base.tokenizer)
+        processor = PromptProcessor(config, base.tokenizer, right_tokenizer, base.image_processor)
+        torch.manual_seed(seed)
+        dtype = next(base.model.parameters()).dtype
+        model = TwinBrainVLA(config, base.model, processor.state_token_id)
+        model.state_encoder.float()
+        model.action_expert.float()   # the expert runs in fp32 (small, and precision matters for actions)
+        normalization = normalization or Normalization.identity(config.state_dim, config.action_dim)
+        return cls(model, processor, normalization, pick_device(device), dtype)
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
+                        base_model_path: str | None = None) -> "TwinBrainPolicy":
+        """Load a fine-tuned checkpoint; the Left brain comes from ``config.base_model_path`` (or the override)."""
+        config, state, normalization = read_checkpoint(directory)
+        device = pick_device(device)
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        base_path = base_model_path or config.base_model_path
+        if not base_path:
+            raise ValueError(f"{Path(directory) / 'config.json'}: base_model_path is empty; pass base_model_path=")
+        base = load_base(base_path, dtype=dtype, device=device)
+        config.base_model_path = str(base_path)
+        policy = cls.from_base(base, config, normalization, device)
+        load_weights(policy.model, state, Path(directory) / WEIGHTS_FILE)
+        return policy
+
+    def save(self, directory: str | Path) -> Path:
+        return save_checkpoint(directory, self.model, self.normalization)
+
+    # -- inference ----------------------------------------------------------------------------
+    def prepare(self, observations: list[Observation]) -> tuple[dict, torch.Tensor]:
+        """Validate and encode observations: model inputs on device and normalised states."""
+        if not observations:
+            raise ValueError("no observations given")
+        images = [self.processor.check_images(o.images) for o in observations]
+        instructions = [self.processor.check_instruction(o.instruction) for o in observations]
+        states = np.stack([self.normalization.state.normalize(self.processor.check_state(o.state))
+                           for o in observations])
+        inputs = to_device(self.processor.encode(images, instructions), self.device, self.dtype)
+        return inputs, torch.from_numpy(states).to(self.device)
+
+    @torch.no_grad()
+    def predict_batch(self, observations: list[Observation], seed: int | None = None, steps: int | None = None,
+                      noise: np.ndarray | None = None) -> np.ndarray:
+        """Observations -> (B, H, action_dim). ``seed`` or explicit initial ``noise`` make it repeatable."""
+        inputs, state = self.prepare(observations)
+        shape = (len(observations), self.config.chunk_length, self.config.action_dim)
+        if noise is None:
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            noise = torch.randn(shape, generator=generator)
+        else:
+            noise = torch.as_tensor(np.asarray(noise, np.float32).reshape(shape))
+        actions = self.model.sample(inputs, state, steps=steps, noise=noise)
+        return self.normalization.action.unnormalize(actions.float().cpu().numpy())
+
+    def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
+        """One observation -> (H, action_dim) action chunk in robot units."""
+        return self.predict_batch([Observation(images, state, instruction)], seed=seed, steps=steps)[0]
