@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinbrain_ros.runtime.chunk_executor import ChunkExecutor
+
+DT = 0.1
+
+
+def test_interpolates_on_the_chunk_time_axis_and_holds_at_the_end():
+    ex = ChunkExecutor(1, DT, blend="replace")
+    assert ex.setpoint(0.0) is None
+    ex.add_chunk(np.arange(5.0)[:, None], obs_stamp=10.0, now=10.0)
+    assert ex.setpoint(10.05)[0] == pytest.approx(0.5)
+    assert ex.setpoint(10.4)[0] == pytest.approx(4.0)
+    assert ex.setpoint(99.0)[0] == pytest.approx(4.0)   # held after the last step
+
+
+def test_steps_in_the_past_are_dropped():
+    ex = ChunkExecutor(1, DT, blend="replace")
+    dropped = ex.add_chunk(np.arange(10.0)[:, None], obs_stamp=10.0, now=10.25)   # inference took 250 ms
+    assert dropped == 3
+    assert ex.setpoint(10.25)[0] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("blend", ["crossfade", "average"])
+def test_new_chunk_blends_without_a_jump(blend):
+    ex = ChunkExecutor(2, DT, blend=blend, blend_steps=3)
+    ex.add_chunk(np.zeros((10, 2)), obs_stamp=0.0, now=0.0)
+    before = ex.setpoint(0.42)
+    ex.add_chunk(np.ones((10, 2)), obs_stamp=0.4, now=0.42)
+    np.testing.assert_allclose(ex.setpoint(0.42), before, atol=1e-12)   # continuous at the switch
+    after = ex.setpoint(0.42 + 3 * DT + 1e-9)
+    expected = 1.0 if blend == "crossfade" else 0.5                     # average: old+new until old ends
+    np.testing.assert_allclose(after, expected, atol=1e-9)
+    np.testing.assert_allclose(ex.setpoint(5.0), 1.0)                   # only the new chunk remains
+
+
+def test_replace_switches_at_once_and_old_chunks_are_refused():
+    ex = ChunkExecutor(1, DT, blend="replace")
+    ex.add_chunk(np.zeros((5, 1)), 0.0, 0.0)
+    ex.add_chunk(np.ones((5, 1)), 0.1, 0.1)
+    assert ex.setpoint(0.1)[0] == 1.0
+    with pytest.raises(ValueError, match="not newer"):
+        ex.add_chunk(np.ones((5, 1)), 0.05, 0.2)
+
+
+def test_bad_chunks_are_refused_before_touching_the_trajectory():
+    ex = ChunkExecutor(2, DT)
+    ex.add_chunk(np.zeros((4, 2)), 0.0, 0.0)
+    for bad, match in [(np.full((4, 2), np.nan), "NaN"), (np.zeros((4, 3)), "chunk must be"), (np.zeros((0, 2)), "chunk must be")]:
+        with pytest.raises(ValueError, match=match):
+            ex.add_chunk(bad, 1.0, 1.0)
+    np.testing.assert_array_equal(ex.setpoint(0.5), [0, 0])
+    with pytest.raises(ValueError, match="blend must be"):
+        ChunkExecutor(2, DT, blend="magic")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.3), st.floats(-5, 5)), min_size=1, max_size=12),
+       st.sampled_from(["crossfade", "average"]))
+def test_random_chunk_streams_are_continuous_and_finite(arrivals, blend):
+    ex = ChunkExecutor(1, DT, blend=blend, blend_steps=4)
+    now, stamp, last = 0.0, -1.0, None
+    for latency, level in arrivals:
+        stamp = max(stamp + 1e-3, now - latency)
+        before = ex.setpoint(now)
+        ex.add_chunk(np.full((8, 1), level) + np.linspace(0, 1, 8)[:, None], stamp, now)
+        value = ex.setpoint(now)
+        if before is not None:
+            assert abs(value[0] - before[0]) < 1e-9
+        for t in np.linspace(now, now + 0.2, 9):
+            v = ex.setpoint(t)
+            assert np.all(np.isfinite(v))
+            if last is not None:
+                # bounded slope: no jumps even across chunk boundaries
+                assert abs(v[0] - last[1]) <= 12.0 * (t - last[0]) / DT + 1e-6
+            last = (t, v[0])
+        now += 0.2
