@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Keep the test graph to this machine and away from any other ROS graph running here.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 
 BACKBONES = ["qwen3_vl", "qwen2_5_vl"]
 

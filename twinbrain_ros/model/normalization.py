@@ -65,6 +65,17 @@ class Normalization:
         Path(path).write_text(json.dumps({"state": self.state.to_dict(), "action": self.action.to_dict()}, indent=2))
 
     @classmethod
+    def untrained_safe(cls, lower, upper, max_velocity, step_period: float) -> "Normalization":
+        """For a model with random weights: its [-1, 1] outputs map to a small band around the middle of
+        each joint's range, narrow enough that even a jump from -1 to 1 between two chunk steps stays
+        under the velocity limit. Demonstrates the plumbing without ever asking for an unsafe chunk."""
+        mid = (np.asarray(lower, np.float32) + np.asarray(upper, np.float32)) / 2
+        half = 0.45 * np.asarray(max_velocity, np.float32) * step_period
+        half = np.minimum(half, (np.asarray(upper, np.float32) - np.asarray(lower, np.float32)) / 4)
+        band = RangeNormalizer(mid - half, mid + half)
+        return cls(band, band)
+
+    @classmethod
     def load(cls, path: str | Path, state_dim: int, action_dim: int) -> "Normalization":
         path = Path(path)
         if not path.is_file():

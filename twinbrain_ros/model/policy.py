@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import BaseVLM, load_base
+from .backbone import BaseVLM, load_base, make_tiny_base
 from .checkpoint import WEIGHTS_FILE, load_weights, read_checkpoint, save_checkpoint
-from .configuration_twinbrain import TwinBrainConfig
+from .configuration_twinbrain import TwinBrainConfig, tiny_config
 from .modeling_twinbrain import TwinBrainVLA
 from .normalization import Normalization
 from .prompts import PromptProcessor, make_right_tokenizer, to_device
@@ -76,6 +76,15 @@ class TwinBrainPolicy:
         policy = cls.from_base(base, config, normalization, device)
         load_weights(policy.model, state, Path(directory) / WEIGHTS_FILE)
         return policy
+
+    @classmethod
+    def from_tiny_preset(cls, base_dir: str | Path, device: str | None = None, backbone: str = "qwen3_vl",
+                         seed: int = 0, **config_overrides) -> "TwinBrainPolicy":
+        """Tiny random weights (demo/tests/sim without a checkpoint); the tiny base VLM is written to
+        ``base_dir`` once and loaded from there like any real base model."""
+        base_dir = make_tiny_base(base_dir, backbone)
+        config = tiny_config(backbone, str(base_dir), **config_overrides)
+        return cls.from_base(load_base(base_dir), config, device=device, seed=seed)
 
     def save(self, directory: str | Path) -> Path:
         return save_checkpoint(directory, self.model, self.normalization)

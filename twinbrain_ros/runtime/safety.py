@@ -170,6 +170,7 @@ class SafetyLimiter:
         braked = np.clip(v, -self._brake(self.q - self.lower), self._brake(self.upper - self.q))
         acted["braking"] = braked != v
         v = np.clip(braked, -self.vmax, self.vmax)
+        v = np.where(np.abs(v) < 1e-12, 0.0, v)   # no endless creep of rounding residue at a hold
         q = np.clip(self.q + v * dt, self.lower, self.upper)
         v_out = (q - self.q) / dt
         self.a, self.v, self.q = (v_out - self.v) / dt, v_out, q

@@ -1,0 +1,225 @@
+"""policy_node + safety_node with real rclpy, the tiny real model and synthetic sensor streams."""
+
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
+from std_msgs.msg import Bool
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ros_harness import RosGraph
+from twinbrain_ros.nodes.policy_node import PolicyNode
+from twinbrain_ros.nodes.ros_convert import duration_to_sec, stamp_to_sec
+from twinbrain_ros.nodes.safety_node import SafetyNode
+
+JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
+
+
+@pytest.fixture
+def graph():
+    g = RosGraph()
+    yield g
+    g.close()
+
+
+def _policy_node(graph, tiny_base_dirs, policy=None, **params):
+    overrides = [Parameter("tiny_base_dir", value=str(tiny_base_dirs["qwen3_vl"]))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return graph.add(PolicyNode(policy=policy, context=graph.context, parameter_overrides=overrides))
+
+
+def _status(rec, name):
+    for msg in reversed(rec.messages):
+        for s in msg.status:
+            if s.name == name:
+                return s, {kv.key: kv.value for kv in s.values}
+    return None, {}
+
+
+def _limits():
+    from twinbrain_ros.nodes.params import joint_limits
+    import yaml
+    shared = yaml.safe_load(open("config/arm.yaml"))["/**"]["ros__parameters"]
+    return joint_limits(shared)
+
+
+def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tiny_base_dirs):
+    commands = graph.record(JointTrajectory, "/twinbrain/joint_command")
+    controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
+    chunks = graph.record(JointTrajectory, "/policy_node/chunk")
+    diags = graph.record(DiagnosticArray, "/diagnostics")
+    _policy_node(graph, tiny_base_dirs)
+    graph.add(SafetyNode(context=graph.context))
+    graph.start_feed()
+    time.sleep(0.5)
+    assert commands.count() == 0, "no instruction yet: the policy must stay idle"
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: commands.count() > 150), "setpoints did not flow"
+    assert graph.wait_for(lambda: controller.count() > 50), "nothing reached the controller"
+
+    # rate: stamps of consecutive setpoints are one control period apart (median; 100 Hz configured)
+    stamps = np.array([stamp_to_sec(m.header.stamp) for m in commands.messages[-150:]])
+    assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.25)
+    # every chunk has H x 7 actions stamped with its observation; the controller sees JTC "start now"
+    assert len(chunks.messages[-1].points) == 16 and chunks.messages[-1].joint_names == JOINTS
+    msg = controller.messages[-1]
+    assert stamp_to_sec(msg.header.stamp) == 0.0 and msg.joint_names == JOINTS
+    assert duration_to_sec(msg.points[0].time_from_start) == pytest.approx(0.01)
+
+    # frozen camera: motion output stops once the observation is older than max_observation_age
+    graph.frozen_cameras.set()
+    time.sleep(1.0)
+    n = commands.count()
+    time.sleep(0.5)
+    assert commands.count() == n, "policy kept streaming on a frozen camera"
+    assert graph.wait_for(lambda: "too old" in _status(diags, "twinbrain: policy")[1].get("refusal", ""), 5.0)
+
+    # cameras back: motion resumes; stalled joint states stop it again
+    graph.frozen_cameras.clear()
+    assert graph.wait_for(lambda: commands.count() > n + 20)
+    graph._feeding.clear()
+    graph._feeder.join()
+    time.sleep(1.0)
+    n = commands.count()
+    time.sleep(0.5)
+    assert commands.count() == n, "policy kept streaming with stalled joint states"
+
+
+def test_new_instruction_replans(graph, tiny_base_dirs):
+    chunks = graph.record(JointTrajectory, "/policy_node/chunk")
+    diags = graph.record(DiagnosticArray, "/diagnostics")
+    _policy_node(graph, tiny_base_dirs, diagnostics_period=0.2)
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: chunks.count() > 2)
+    first = np.array([p.positions for p in chunks.messages[-1].points])
+    t_switch = time.monotonic()
+    graph.publish_instruction("push the blue cube to the left")
+    assert graph.wait_for(lambda: len(chunks.since(t_switch + 0.3)) > 1)
+    after = np.array([p.positions for p in chunks.since(t_switch + 0.3)[-1].points])
+    assert not np.allclose(first, after), "the chunk did not change with the instruction"
+    assert graph.wait_for(lambda: _status(diags, "twinbrain: policy")[1].get("instruction") == "push the blue cube to the left")
+
+
+class FailingModel:
+    """Fault injection: the real tiny policy whose predict fails like a CUDA OOM would."""
+
+    def __init__(self, policy):
+        self.policy, self.config, self.device = policy, policy.config, policy.device
+
+    def predict(self, *args, **kwargs):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+
+def test_model_exception_keeps_node_alive_with_error_and_no_motion(graph, tiny_base_dirs):
+    from twinbrain_ros.model import TwinBrainPolicy
+
+    real = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
+    commands = graph.record(JointTrajectory, "/twinbrain/joint_command")
+    diags = graph.record(DiagnosticArray, "/diagnostics")
+    node = _policy_node(graph, tiny_base_dirs, policy=FailingModel(real), diagnostics_period=0.2)
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: node.stats["model_errors"] > 3)
+    assert graph.wait_for(lambda: (_status(diags, "twinbrain: policy")[0] or DiagnosticStatus()).level == DiagnosticStatus.ERROR)
+    status, values = _status(diags, "twinbrain: policy")
+    assert "out of memory" in status.message
+    assert commands.count() == 0
+    assert node.worker.is_alive()
+
+
+def _quiet(rec, seconds):
+    """True once nothing was recorded for ``seconds`` (output stopped)."""
+    return rec.count() > 0 and time.monotonic() - rec.times[-1] >= seconds
+
+
+def _send(pub, names, positions):
+    pub.publish(JointTrajectory(joint_names=list(names), points=[JointTrajectoryPoint(positions=[float(p) for p in positions])]))
+
+
+def _check_limits(outputs, limits, period=0.01):
+    q = np.array([m.points[0].positions for m in outputs])
+    lo = np.array([lim.lower for lim in limits]) + 0.01 - 1e-9
+    hi = np.array([lim.upper for lim in limits]) - 0.01 + 1e-9
+    assert np.all(np.isfinite(q)) and np.all(q >= lo) and np.all(q <= hi)
+    v = np.diff(q, axis=0) / period
+    assert np.all(np.abs(v) <= np.array([lim.max_velocity for lim in limits]) + 1e-6)
+    a = np.diff(v, axis=0) / period
+    bad = np.argwhere(np.abs(a) > np.array([lim.max_acceleration for lim in limits]) + 1e-6)
+    assert bad.size == 0, f"acceleration violated at (sample, joint) {bad[:5].tolist()}: " + "; ".join(
+        f"q={np.round(q[i:i + 4, j], 5).tolist()}" for i, j in bad[:3])
+
+
+def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
+    controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
+    diags = graph.record(DiagnosticArray, "/diagnostics")
+    graph.add(SafetyNode(context=graph.context, parameter_overrides=[Parameter("diagnostics_period", value=0.2)]))
+    graph.start_feed()
+    pub = graph.io.create_publisher(JointTrajectory, "/twinbrain/joint_command", 100)
+    estop_pub = graph.io.create_publisher(Bool, "/safety_node/estop", 10)
+    graph.client(Trigger, "/safety_node/release")
+    graph.client(Trigger, "/safety_node/estop")
+    time.sleep(0.5)
+    rng = np.random.default_rng(1)
+    for k in range(600):   # adversarial flood: NaN, inf, huge jumps, shuffled and unknown names
+        names = list(JOINTS)
+        kind = k % 6
+        values = rng.uniform(-4, 4, 7)
+        if kind == 1:
+            values[rng.integers(7)] = np.nan
+        elif kind == 2:
+            values[rng.integers(7)] = np.inf
+        elif kind == 3:
+            values *= 1e6
+        elif kind == 4:
+            perm = rng.permutation(7)
+            names, values = [names[i] for i in perm], values[perm]
+        elif kind == 5:
+            names[rng.integers(7)] = "bogus"
+        _send(pub, names, values)
+        time.sleep(0.002)
+    assert graph.wait_for(lambda: controller.count() > 50)
+    # watchdog: once the flood is processed and no valid command follows, the arm decelerates to a
+    # hold and the output stops at rest
+    assert graph.wait_for(lambda: _status(diags, "twinbrain: safety")[1].get("watchdog") == "True")
+    assert graph.wait_for(lambda: _quiet(controller, 0.3)), "the arm did not come to rest under the watchdog"
+    _check_limits(controller.messages, _limits())
+    status, values = _status(diags, "twinbrain: safety")
+    for kind in ("interventions.nan", "interventions.unknown_joint", "interventions.position", "interventions.watchdog"):
+        assert int(values.get(kind, 0)) > 0, kind
+
+    # e-stop by topic latches; a False on the topic does not release; commands are refused until release
+    estop_pub.publish(Bool(data=True))
+    assert graph.wait_for(lambda: _status(diags, "twinbrain: safety")[1].get("estop") == "True")
+    estop_pub.publish(Bool(data=False))
+    n = controller.count()
+    for _ in range(30):
+        _send(pub, JOINTS, [0.3] * 6 + [0.02])
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert controller.count() == n, "commands passed while the e-stop was latched"
+    assert _status(diags, "twinbrain: safety")[1].get("estop") == "True"
+    assert graph.call(Trigger, "/safety_node/release").success
+    for _ in range(30):
+        _send(pub, JOINTS, [0.3] * 6 + [0.02])
+        time.sleep(0.01)
+    assert graph.wait_for(lambda: controller.count() > n + 5)
+    # e-stop by service freezes a moving arm within limits
+    assert graph.call(Trigger, "/safety_node/estop").success
+    assert graph.wait_for(lambda: _quiet(controller, 0.3)), "the arm did not come to rest after the e-stop"
+    n = controller.count()
+    _send(pub, JOINTS, [0.5] * 6 + [0.02])
+    time.sleep(0.3)
+    assert controller.count() == n
+    _check_limits(controller.messages, _limits())
+
+
+def test_bad_parameters_fail_at_start_with_a_clear_error(graph):
+    with pytest.raises(ValueError, match="max_velocity has 2 values for 7 joints"):
+        SafetyNode(context=graph.context, parameter_overrides=[Parameter("max_velocity", value=[1.0, 1.0])])
+    with pytest.raises(ValueError, match="command_timeout=-1.0: must be > 0"):
+        SafetyNode(context=graph.context, parameter_overrides=[Parameter("command_timeout", value=-1.0)])
+

@@ -1,0 +1,291 @@
+"""policy_node: cameras + joint states + instruction -> TwinBrainVLA -> setpoints at control rate.
+
+Threads: subscriptions feed the synchronizer (cheap, never wait on the model); a dedicated worker
+thread runs inference on the newest synchronized observation; the control timer interpolates the
+executing chunk at ``control_rate_hz`` in its own callback group. Motion is published only while
+there is an instruction and the observation is fresh; a model exception is reported on
+/diagnostics (ERROR) and motion stops, the node keeps running. This node never talks to the
+controller: the safety node does.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+
+from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
+from ..runtime.safety import CommandRejected, SafetyLimiter
+from ..runtime.synchronizer import ObservationSynchronizer
+from .diagnostics import ThrottledLog, diagnostic_array
+from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
+from .ros_convert import image_msg_to_rgb, joint_trajectory, pose_stamped, sec_to_stamp, stamp_to_sec
+
+PARAMS = ROBOT + [
+    Param("camera_names", ["front"], "Camera names, in the order the model sees them.", non_empty),
+    Param("camera_topics", ["/camera/front/image_raw"],
+          "One topic per camera; a topic ending in /compressed is read as sensor_msgs/CompressedImage.", non_empty),
+    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState input."),
+    Param("instruction_topic", "/instruction", "std_msgs/String task instruction (reliable, transient_local)."),
+    Param("command_topic", "/twinbrain/joint_command", "Setpoints for the safety node (JointTrajectory)."),
+    Param("output_mode", "joint", "joint: JointTrajectory setpoints; end_effector: PoseStamped + gripper.",
+          one_of("joint", "end_effector")),
+    Param("pose_topic", "/twinbrain/pose_command", "End-effector mode: PoseStamped target for the safety node."),
+    Param("gripper_topic", "/twinbrain/gripper_command", "End-effector mode: gripper position (Float64)."),
+    Param("base_frame", "base_link", "End-effector mode: frame of the pose targets."),
+    Param("checkpoint", "", "Fine-tuned checkpoint directory; empty runs the tiny random preset."),
+    Param("base_model_path", "", "Override of the checkpoint's base VLM path (the Left brain)."),
+    Param("tiny_base_dir", str(Path.home() / ".cache/twinbrain_ros/tiny-base-qwen3_vl"),
+          "Where the tiny preset's random base VLM is written once."),
+    Param("device", "auto", "auto, cpu, cuda or cuda:N."),
+    Param("num_inference_steps", 0, "Euler steps; 0 keeps the checkpoint's value.", non_negative),
+    Param("chunk_step_period", 0.1, "Seconds between consecutive actions of a chunk (dataset 1/fps).", positive),
+    Param("blend", "crossfade", "How a new chunk takes over: " + ", ".join(BLEND_POLICIES) + ".",
+          one_of(*BLEND_POLICIES)),
+    Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
+    Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
+    Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
+    Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
+    Param("gil_switch_interval", 0.0005,
+          "sys.setswitchinterval for this process (s). The inference thread re-takes the GIL between "
+          "thousands of small torch ops; at Python's default 5 ms each wait behind rclpy callbacks costs "
+          "up to 5 ms (measured: tiny-model inference 2 s -> 0.13 s at 0.2 ms).", positive),
+]
+
+
+class PolicyNode(Node):
+    def __init__(self, policy=None, **kwargs):
+        super().__init__("policy_node", **kwargs)
+        self.p = p = declare(self, PARAMS)
+        self.log = ThrottledLog(self.get_logger())
+        sys.setswitchinterval(p["gil_switch_interval"])
+        if len(p["camera_topics"]) != len(p["camera_names"]):
+            raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for {len(p['camera_names'])} camera_names")
+        self.joint_names = p["joint_names"]
+        self.period = 1.0 / p["control_rate_hz"]
+        self.checker = SafetyLimiter(joint_limits(p, self.get_name()), self.period)   # whole-chunk validation only
+        self.policy = policy or self._load_policy()
+        self._check_policy_matches()
+        self.sync = ObservationSynchronizer(p["camera_names"], self.joint_names, p["sync_slop"],
+                                            p["max_observation_age"], p["max_joint_gap"])
+        self.executor_ = ChunkExecutor(len(self.joint_names), p["chunk_step_period"], p["blend"], p["blend_steps"])
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "chunks": 0,
+                      "rejected_chunks": 0, "frames": 0, "bad_frames": 0, "model_errors": 0}
+        self.model_error: str | None = None
+        self.refusal = "starting"
+        self.last_obs_stamp = None
+        self._last_tick = None
+        self._inferred = (None, -1)   # (observation stamp, instruction version) of the last inference
+
+        sensors = MutuallyExclusiveCallbackGroup()
+        for name, topic in zip(p["camera_names"], p["camera_topics"]):
+            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
+            self.create_subscription(msg_type, topic, lambda m, n=name: self._on_image(n, m),
+                                     qos_profile_sensor_data, callback_group=sensors)
+        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state,
+                                 qos_profile_sensor_data, callback_group=sensors)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, p["instruction_topic"], self._on_instruction, latched, callback_group=sensors)
+
+        if p["output_mode"] == "joint":
+            self.command_pub = self.create_publisher(JointTrajectory, p["command_topic"], 10)
+        else:
+            self.pose_pub = self.create_publisher(PoseStamped, p["pose_topic"], 10)
+            self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
+        self.chunk_pub = self.create_publisher(JointTrajectory, "~/chunk", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.period, self._on_control_tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._stop = threading.Event()
+        self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
+        self.worker.start()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _load_policy(self):
+        from ..model import TwinBrainPolicy   # heavy import kept out of module import time
+
+        p = self.p
+        if p["checkpoint"]:
+            policy = TwinBrainPolicy.from_checkpoint(p["checkpoint"], device=p["device"],
+                                                     base_model_path=p["base_model_path"] or None)
+        else:
+            from ..model import Normalization
+
+            n = len(self.joint_names)
+            policy = TwinBrainPolicy.from_tiny_preset(p["tiny_base_dir"], device=p["device"], camera_names=p["camera_names"],
+                                                      state_dim=n, action_dim=n)
+            policy.normalization = Normalization.untrained_safe(p["joint_lower"], p["joint_upper"], p["max_velocity"],
+                                                                p["chunk_step_period"])
+        self.get_logger().info(f"model ready on {policy.device} ({'checkpoint ' + p['checkpoint'] if p['checkpoint'] else 'tiny preset'})")
+        return policy
+
+    def _check_policy_matches(self):
+        cfg, n = self.policy.config, len(self.joint_names)
+        if cfg.action_dim != n or cfg.state_dim != n:
+            raise ValueError(f"policy_node: the model has state_dim={cfg.state_dim}, action_dim={cfg.action_dim} "
+                             f"but {n} joints are configured {self.joint_names}")
+        if list(cfg.camera_names) != list(self.p["camera_names"]):
+            raise ValueError(f"policy_node: the model was trained on cameras {cfg.camera_names}, "
+                             f"camera_names is {self.p['camera_names']}")
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs (never wait on the model) --------------------------------------------------------
+    def _on_image(self, camera: str, msg) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ValueError as exc:
+            self.stats["bad_frames"] += 1
+            self.log("warn", f"camera:{camera}", f"camera {camera}: {exc}")
+            return
+        with self.lock:
+            self.stats["frames"] += 1
+            if self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb) is not None:
+                self.wake.notify()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        stamp = stamp_to_sec(msg.header.stamp) or self.now()
+        try:
+            with self.lock:
+                self.sync.add_joint_state(stamp, msg.name, msg.position)
+        except ValueError as exc:
+            self.log("warn", "joint_states", f"joint_states: {exc}")
+
+    def _on_instruction(self, msg: String) -> None:
+        with self.lock:
+            before = self.sync.instruction_version
+            self.sync.set_instruction(msg.data)
+            if self.sync.instruction_version != before:
+                # Re-plan: the executing chunk belongs to the old task. Hold where we are until the new one.
+                now = self.now()
+                setpoint = self.executor_.setpoint(now)
+                self.executor_.reset(setpoint, now) if setpoint is not None else self.executor_.reset()
+                self.wake.notify()
+        self.get_logger().info(f"instruction: {msg.data!r}")
+
+    # -- inference worker ------------------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        while not self._stop.is_set():
+            with self.lock:
+                self.wake.wait(timeout=0.05)
+                obs, reason = self.sync.latest(self.now())
+                version = self.sync.instruction_version
+                if obs is None or (obs.stamp, version) == self._inferred:
+                    continue
+                self._inferred = (obs.stamp, version)
+                images = [obs.images[c] for c in self.p["camera_names"]]
+                state, instruction = obs.state.copy(), obs.instruction
+            start = time.perf_counter()
+            try:
+                chunk = self.policy.predict(images, state, instruction,
+                                            steps=self.p["num_inference_steps"] or None)
+            except Exception as exc:   # noqa: BLE001 - any model failure must leave the robot graph alive
+                self.stats["model_errors"] += 1
+                self.model_error = f"{type(exc).__name__}: {exc}"
+                self.log("error", "inference", f"inference failed: {self.model_error}")
+                with self.lock:
+                    self.executor_.reset()
+                continue
+            latency = time.perf_counter() - start
+            self.model_error = None
+            self.stats["latency"].append(latency)
+            self._accept_chunk(chunk, obs.stamp, version, latency)
+
+    def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float) -> None:
+        if self.p["output_mode"] == "joint":
+            try:
+                self.checker.validate_chunk(self.joint_names, chunk, self.p["chunk_step_period"])
+            except CommandRejected as exc:
+                self.stats["rejected_chunks"] += 1
+                self.refusal = f"chunk rejected: {exc}"
+                self.log("warn", "chunk_rejected", self.refusal)
+                return
+        with self.lock:
+            if version != self.sync.instruction_version:
+                return   # computed for an instruction that has since changed
+            now = self.now()
+            try:
+                self.executor_.add_chunk(chunk, stamp, now)
+            except ValueError as exc:
+                self.refusal = f"chunk refused: {exc}"
+                return
+            self.stats["chunks"] += 1
+            self.last_obs_stamp = stamp
+        msg = joint_trajectory(self.joint_names, chunk, sec_to_stamp(stamp), self.p["chunk_step_period"], 0.0)
+        self.chunk_pub.publish(msg)
+
+    # -- control loop ----------------------------------------------------------------------------
+    def _on_control_tick(self) -> None:
+        wall = time.perf_counter()
+        if self._last_tick is not None:
+            self.stats["tick_error"].append(wall - self._last_tick - self.period)
+        self._last_tick = wall
+        now = self.now()
+        with self.lock:
+            obs, reason = self.sync.latest(now)
+            if obs is None or self.model_error:
+                self.refusal = self.model_error or reason
+                if self.executor_.active:
+                    self.executor_.reset()   # stale inputs: stop streaming; the safety watchdog holds the arm
+                return
+            setpoint = self.executor_.setpoint(now)
+        if setpoint is None:
+            self.refusal = "waiting for the first action chunk"
+            return
+        self.refusal = ""
+        stamp = sec_to_stamp(now)
+        if self.p["output_mode"] == "joint":
+            self.command_pub.publish(joint_trajectory(self.joint_names, setpoint, stamp, self.period, self.period))
+        else:   # end-effector actions: x, y, z, roll, pitch, yaw, gripper
+            self.pose_pub.publish(pose_stamped(self.p["base_frame"], stamp, setpoint[:3], setpoint[3:6]))
+            self.gripper_pub.publish(Float64(data=float(setpoint[6]) if len(setpoint) > 6 else 0.0))
+
+    def _publish_diagnostics(self) -> None:
+        now = self.now()
+        lat = np.array(self.stats["latency"]) * 1e3
+        tick = np.abs(np.array(self.stats["tick_error"])) * 1e3
+        level = "error" if self.model_error else ("warn" if self.refusal else "ok")
+        values = {
+            "inference_latency_p50_ms": f"{np.median(lat):.1f}" if lat.size else "n/a",
+            "inference_latency_max_ms": f"{lat.max():.1f}" if lat.size else "n/a",
+            "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
+            "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
+            "chunks": self.stats["chunks"], "rejected_chunks": self.stats["rejected_chunks"],
+            "frames": self.stats["frames"], "bad_frames": self.stats["bad_frames"],
+            "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",
+            "refusal": self.refusal, "device": self.policy.device,
+        }
+        message = self.model_error or self.refusal or "acting"
+        self.diag_pub.publish(diagnostic_array(sec_to_stamp(now), "twinbrain: policy", self.get_name(), level,
+                                               message, values))
+
+    def destroy_node(self):
+        self._stop.set()
+        self.worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    from .spin import run_node
+    run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Conversions between ROS messages and the runtime's plain arrays (the only place that knows both)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import PoseStamped
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ..runtime.images import compressed_to_rgb, image_to_rgb
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    sec = math.floor(t)
+    return Time(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+
+
+def sec_to_duration(t: float) -> Duration:
+    sec = math.floor(t)
+    return Duration(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+
+
+def duration_to_sec(d: Duration) -> float:
+    return d.sec + d.nanosec * 1e-9
+
+
+def image_msg_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image or CompressedImage -> RGB uint8 (raises ValueError for bad payloads)."""
+    if hasattr(msg, "encoding"):
+        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+    return compressed_to_rgb(msg.format, msg.data)
+
+
+def joint_trajectory(names, positions_rows, stamp: Time, step_period: float, first_offset: float) -> JointTrajectory:
+    """A JointTrajectory whose point k is reached at first_offset + k * step_period after ``stamp``."""
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    msg.joint_names = list(names)
+    for k, row in enumerate(np.atleast_2d(positions_rows)):
+        msg.points.append(JointTrajectoryPoint(positions=[float(x) for x in row],
+                                               time_from_start=sec_to_duration(first_offset + k * step_period)))
+    return msg
+
+
+def euler_to_quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
+
+
+def pose_stamped(frame: str, stamp: Time, xyz, rpy) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.frame_id, msg.header.stamp = frame, stamp
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in xyz)
+    q = euler_to_quaternion(*(float(v) for v in rpy))
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = q
+    return msg
