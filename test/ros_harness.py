@@ -6,15 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from twinbrain_ros.nodes.ros_convert import sec_to_stamp
+from twinbrain_ros.bench.synthetic import SyntheticSensors
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "arm.yaml"
 
@@ -44,7 +42,7 @@ class RosGraph:
     def __init__(self, params_file=CONFIG):
         self.context = rclpy.Context()
         rclpy.init(context=self.context, args=["--ros-args", "--params-file", str(params_file)])
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         # The test's own node spins alone on one thread, so recorded messages keep their wire order.
         self.io = Node("test_io", context=self.context)
         self.io_executor = SingleThreadedExecutor(context=self.context)
@@ -55,9 +53,7 @@ class RosGraph:
         self._spin.start()
         self._spin_io = threading.Thread(target=self._spin_forever, args=(self.io_executor,), daemon=True)
         self._spin_io.start()
-        self._feeding = threading.Event()
-        self.frozen_cameras = threading.Event()
-        self.joint_positions = np.zeros(7)
+        self.feed = None
 
     def _spin_forever(self, executor):
         try:
@@ -82,32 +78,12 @@ class RosGraph:
             self._instr_pub = self.io.create_publisher(String, topic, qos)
         self._instr_pub.publish(String(data=text))
 
-    def start_feed(self, cameras=("front", "wrist"), size=(48, 64), camera_hz=30.0, joint_hz=100.0,
-                   joint_names=("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")):
-        cam_pubs = {c: self.io.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data) for c in cameras}
-        js_pub = self.io.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-        rng = np.random.default_rng(0)
-        frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-        self._feeding.set()
+    def start_feed(self, **kwargs):
+        self.feed = SyntheticSensors(self.io, **kwargs).start()
+        self.frozen_cameras = self.feed.frozen_cameras
 
-        def loop():
-            next_cam = time.monotonic()
-            while self._feeding.is_set():
-                now_ns = self.io.get_clock().now().nanoseconds
-                js = JointState(name=list(joint_names), position=[float(x) for x in self.joint_positions])
-                js.header.stamp = sec_to_stamp(now_ns * 1e-9)
-                js_pub.publish(js)
-                if time.monotonic() >= next_cam and not self.frozen_cameras.is_set():
-                    next_cam += 1.0 / camera_hz
-                    stamp = sec_to_stamp(now_ns * 1e-9)
-                    for pub in cam_pubs.values():
-                        msg = Image(height=size[0], width=size[1], encoding="rgb8", step=size[1] * 3, data=frame.tobytes())
-                        msg.header.stamp = stamp
-                        pub.publish(msg)
-                time.sleep(1.0 / joint_hz)
-
-        self._feeder = threading.Thread(target=loop, daemon=True)
-        self._feeder.start()
+    def stop_feed(self):
+        self.feed.stop()
 
     def wait_for(self, predicate, timeout=20.0, poll=0.02):
         end = time.monotonic() + timeout
@@ -139,9 +115,8 @@ class RosGraph:
         raise AssertionError(f"service {name} did not answer")
 
     def close(self):
-        self._feeding.clear()
-        if hasattr(self, "_feeder"):
-            self._feeder.join(timeout=2)
+        if self.feed is not None:
+            self.feed.stop()
         for node in self.nodes:
             node.destroy_node()
         self.executor.shutdown(timeout_sec=2)

@@ -80,8 +80,7 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     # cameras back: motion resumes; stalled joint states stop it again
     graph.frozen_cameras.clear()
     assert graph.wait_for(lambda: commands.count() > n + 20)
-    graph._feeding.clear()
-    graph._feeder.join()
+    graph.stop_feed()
     time.sleep(1.0)
     n = commands.count()
     time.sleep(0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference"}
+BENCHES = {"inference": "inference", "control": "control"}
 
 
 def main(argv=None) -> None:

@@ -10,6 +10,8 @@ controller: the safety node does.
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 import threading
 import time
@@ -60,6 +62,11 @@ PARAMS = ROBOT + [
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
     Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
+    Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
+          "control loop and callbacks.", non_negative),
+    Param("control_thread_priority", 50, "SCHED_FIFO priority of the control-loop thread (as ros2_control "
+          "does); 0 disables. Without the permission (rtprio limit) the node warns and runs unprioritised.",
+          non_negative),
     Param("gil_switch_interval", 0.0005,
           "sys.setswitchinterval for this process (s). The inference thread re-takes the GIL between "
           "thousands of small torch ops; at Python's default 5 ms each wait behind rclpy callbacks costs "
@@ -73,6 +80,7 @@ class PolicyNode(Node):
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
         sys.setswitchinterval(p["gil_switch_interval"])
+        self._set_torch_threads(p["torch_threads"])
         if len(p["camera_topics"]) != len(p["camera_names"]):
             raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for {len(p['camera_names'])} camera_names")
         self.joint_names = p["joint_names"]
@@ -85,13 +93,16 @@ class PolicyNode(Node):
         self.executor_ = ChunkExecutor(len(self.joint_names), p["chunk_step_period"], p["blend"], p["blend_steps"])
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "chunks": 0,
+        self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
+                      "chunks": 0,
                       "rejected_chunks": 0, "frames": 0, "bad_frames": 0, "model_errors": 0}
         self.model_error: str | None = None
         self.refusal = "starting"
         self.last_obs_stamp = None
-        self._last_tick = None
         self._inferred = (None, -1)   # (observation stamp, instruction version) of the last inference
+        self._trace = {}              # observation stamp -> pipeline times (ROS clock), for the overhead figure
+        self._synced_at = {}          # observation stamp -> when the synchronizer completed it
+        self._published_stamp = None  # observation stamp of the chunk the last setpoint came from
 
         sensors = MutuallyExclusiveCallbackGroup()
         for name, topic in zip(p["camera_names"], p["camera_topics"]):
@@ -110,11 +121,18 @@ class PolicyNode(Node):
             self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
         self.chunk_pub = self.create_publisher(JointTrajectory, "~/chunk", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.period, self._on_control_tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
         self.worker.start()
+        # The control loop is a dedicated thread sleeping to absolute deadlines (ros2_control style), not an
+        # executor timer: its jitter then does not depend on how busy the executor's callbacks are.
+        self.control = threading.Thread(target=self._control_loop, name="twinbrain-control", daemon=True)
+        # Everything loaded so far (torch, transformers, the model) lives for the whole run: move it out of
+        # the cyclic GC's reach, so collections stay short instead of scanning millions of objects while
+        # holding the GIL.
+        gc.freeze()
+        self.control.start()
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load_policy(self):
@@ -134,6 +152,12 @@ class PolicyNode(Node):
                                                                 p["chunk_step_period"])
         self.get_logger().info(f"model ready on {policy.device} ({'checkpoint ' + p['checkpoint'] if p['checkpoint'] else 'tiny preset'})")
         return policy
+
+    @staticmethod
+    def _set_torch_threads(requested: int) -> None:
+        import torch
+
+        torch.set_num_threads(requested or max(1, (os.cpu_count() or 2) - 1))
 
     def _check_policy_matches(self):
         cfg, n = self.policy.config, len(self.joint_names)
@@ -157,7 +181,9 @@ class PolicyNode(Node):
             return
         with self.lock:
             self.stats["frames"] += 1
-            if self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb) is not None:
+            obs = self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)
+            if obs is not None:
+                self._synced_at = {obs.stamp: self.now()}
                 self.wake.notify()
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -190,8 +216,10 @@ class PolicyNode(Node):
                 if obs is None or (obs.stamp, version) == self._inferred:
                     continue
                 self._inferred = (obs.stamp, version)
+                synced = self._synced_at.get(obs.stamp, self.now())
                 images = [obs.images[c] for c in self.p["camera_names"]]
                 state, instruction = obs.state.copy(), obs.instruction
+            started = self.now()
             start = time.perf_counter()
             try:
                 chunk = self.policy.predict(images, state, instruction,
@@ -206,9 +234,10 @@ class PolicyNode(Node):
             latency = time.perf_counter() - start
             self.model_error = None
             self.stats["latency"].append(latency)
-            self._accept_chunk(chunk, obs.stamp, version, latency)
+            self._accept_chunk(chunk, obs.stamp, version, latency,
+                               {"synced": synced, "started": started, "finished": started + latency})
 
-    def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float) -> None:
+    def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
             try:
                 self.checker.validate_chunk(self.joint_names, chunk, self.p["chunk_step_period"])
@@ -228,15 +257,39 @@ class PolicyNode(Node):
                 return
             self.stats["chunks"] += 1
             self.last_obs_stamp = stamp
+            self._trace = {stamp: dict(trace, accepted=now)}
         msg = joint_trajectory(self.joint_names, chunk, sec_to_stamp(stamp), self.p["chunk_step_period"], 0.0)
         self.chunk_pub.publish(msg)
 
     # -- control loop ----------------------------------------------------------------------------
+    def _raise_priority(self) -> None:
+        prio = self.p["control_thread_priority"]
+        if not prio:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))   # 0 = this thread on Linux
+        except (PermissionError, AttributeError, OSError) as exc:
+            self.get_logger().warn(f"control thread runs without real-time priority ({exc}); "
+                                   "grant rtprio (e.g. /etc/security/limits.conf) for lower jitter")
+
+    def _control_loop(self) -> None:
+        self._raise_priority()
+        deadline = time.monotonic() + self.period
+        while not self._stop.is_set():
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            woke = time.monotonic()
+            self.stats["tick_error"].append(woke - deadline)
+            try:
+                self._on_control_tick()
+            except Exception as exc:   # noqa: BLE001 - the loop must survive anything (e.g. shutdown races)
+                self.log("error", "control", f"control tick failed: {exc!r}")
+            deadline += self.period
+            if woke - deadline > self.period:   # fell behind: skip ticks rather than burst
+                deadline = woke + self.period
+
     def _on_control_tick(self) -> None:
-        wall = time.perf_counter()
-        if self._last_tick is not None:
-            self.stats["tick_error"].append(wall - self._last_tick - self.period)
-        self._last_tick = wall
         now = self.now()
         with self.lock:
             obs, reason = self.sync.latest(now)
@@ -246,6 +299,15 @@ class PolicyNode(Node):
                     self.executor_.reset()   # stale inputs: stop streaming; the safety watchdog holds the arm
                 return
             setpoint = self.executor_.setpoint(now)
+            chunk_stamp = self.executor_.chunk_stamp
+            if chunk_stamp is not None and chunk_stamp != self._published_stamp and chunk_stamp in self._trace:
+                t = self._trace[chunk_stamp]
+                # camera stamp -> first setpoint using it, split so model compute can be excluded
+                self.stats["overhead"].append({
+                    "receive_sync": t["synced"] - chunk_stamp, "queue": t["started"] - t["synced"],
+                    "handoff": t["accepted"] - t["finished"], "tick_wait": now - t["accepted"],
+                    "compute": t["finished"] - t["started"], "total": now - chunk_stamp})
+            self._published_stamp = chunk_stamp
         if setpoint is None:
             self.refusal = "waiting for the first action chunk"
             return
@@ -279,6 +341,7 @@ class PolicyNode(Node):
     def destroy_node(self):
         self._stop.set()
         self.worker.join(timeout=5.0)
+        self.control.join(timeout=1.0)
         return super().destroy_node()
 
 

@@ -1,0 +1,38 @@
+"""ros2 launch twinbrain_ros arm.launch.py [config:=...] [checkpoint:=...] [device:=...] [namespace:=...] [use_sim:=true]
+
+Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runner
+`twinbrain-ros up` starts) with the parameters of one YAML file.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from twinbrain_ros import graph
+
+
+def _nodes(context):
+    config = LaunchConfiguration("config").perform(context)
+    use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("1", "true", "yes")
+    checkpoint = LaunchConfiguration("checkpoint").perform(context)
+    device = LaunchConfiguration("device").perform(context)
+    namespace = LaunchConfiguration("namespace").perform(context)
+    return [
+        Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
+             parameters=[config, graph.overrides(spec, checkpoint, device, use_sim)], output="screen",
+             emulate_tty=True)
+        for spec in graph.nodes(use_sim)
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=str(graph.default_config()),
+                              description="Parameter file (ros__parameters per node)."),
+        DeclareLaunchArgument("checkpoint", default_value="", description="Checkpoint directory; empty = tiny preset."),
+        DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda[:N]; empty keeps the YAML."),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace for every node."),
+        DeclareLaunchArgument("use_sim", default_value="false", description="Start the simulated MuJoCo arm too."),
+        OpaqueFunction(function=_nodes),
+    ])

@@ -1,0 +1,127 @@
+"""`twinbrain-ros`: the pip-only way to run the graph (launch/launch_ros are not on PyPI).
+
+    twinbrain-ros up [--config config/arm.yaml] [--checkpoint DIR] [--device cuda] [--namespace ns] [--use-sim]
+                     [--duration SECONDS]
+    twinbrain-ros instruct "pick up the red cube"
+    twinbrain-ros estop | release
+
+`up` starts exactly the processes arm.launch.py starts (twinbrain_ros.graph), with the same YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import graph
+
+
+def _ros_args(spec: graph.NodeSpec, args) -> list[str]:
+    out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(args.config)]
+    if args.namespace:
+        out += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
+    for key, value in graph.overrides(spec, args.checkpoint, args.device, args.use_sim).items():
+        out += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]
+    return out
+
+
+def _pump(name: str, stream) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def up(args) -> int:
+    procs = []
+    for spec in graph.nodes(args.use_sim):
+        cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+        threading.Thread(target=_pump, args=(spec.name, proc.stdout), daemon=True).start()
+        procs.append((spec.name, proc))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    deadline = time.monotonic() + args.duration if args.duration else None
+    code = 0
+    try:
+        while not stop.is_set():
+            if deadline and time.monotonic() > deadline:
+                break
+            dead = [(n, p.returncode) for n, p in procs if p.poll() is not None]
+            if dead:
+                print(f"[twinbrain-ros] node(s) exited: {dead}; stopping the graph", flush=True)
+                code = 1
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for _, proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+def _one_shot(action: str, text: str = "") -> int:
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    node = rclpy.create_node("twinbrain_cli")
+    try:
+        if action == "instruct":
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            pub = node.create_publisher(String, "/instruction", qos)
+            pub.publish(String(data=text))
+            end = time.monotonic() + 2.0   # transient_local: stay a moment so the policy node gets it
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            print(f"instruction sent: {text!r}")
+            return 0
+        client = node.create_client(Trigger, f"/safety_node/{action}")
+        if not client.wait_for_service(timeout_sec=5.0):
+            print(f"/safety_node/{action} is not available", file=sys.stderr)
+            return 1
+        future = client.call_async(Trigger.Request())
+        rclpy.spin_until_future_complete(node, future, timeout_sec=5.0)
+        result = future.result()
+        print(result.message if result else "no answer")
+        return 0 if result and result.success else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="twinbrain-ros", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the node graph (same nodes and YAML as arm.launch.py)")
+    p_up.add_argument("--config", default=str(graph.default_config()))
+    p_up.add_argument("--checkpoint", default="")
+    p_up.add_argument("--device", default="")
+    p_up.add_argument("--namespace", default="")
+    p_up.add_argument("--use-sim", action="store_true")
+    p_up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p_in = sub.add_parser("instruct", help="publish an instruction (latched)")
+    p_in.add_argument("text")
+    sub.add_parser("estop", help="latch the e-stop")
+    sub.add_parser("release", help="release the e-stop")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        sys.exit(up(args))
+    sys.exit(_one_shot(args.command, getattr(args, "text", "")))
+
+
+if __name__ == "__main__":
+    main()
