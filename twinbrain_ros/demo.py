@@ -1,61 +1,222 @@
-"""`make demo`: the embedded default. Builds a tiny TwinBrainVLA (or loads --checkpoint), runs it on a
-rendered scene + instruction + state, prints the action chunk and the latency."""
+"""`make demo`: the embedded default. Starts sim + policy + safety (the same graph and YAML as
+`ros2 launch twinbrain_ros arm.launch.py use_sim:=true`, through the pip-only runner), watches it for
+``--seconds`` headless and writes to ``--out``:
+
+  demo.mp4          front camera with the instruction and the per-frame inference latency overlaid
+  joints.png        commanded (safety output) vs. measured joint positions
+  latency_hist.png  inference latency histogram (observation stamp -> chunk published)
+  summary.json      camera / joint / command rates, inference p50/p99, safety interventions, success
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 
-def render_test_scene(size: int = 224) -> np.ndarray:
-    """A table with three coloured cubes, drawn with OpenCV (RGB uint8)."""
-    img = np.full((size, size, 3), (200, 220, 235), np.uint8)
-    cv2.rectangle(img, (0, size // 2), (size, size), (150, 110, 80), -1)
-    for (x, color) in ((0.25, (220, 40, 40)), (0.5, (40, 80, 220)), (0.75, (40, 180, 60))):
-        c = (int(x * size), int(0.7 * size))
-        cv2.rectangle(img, (c[0] - 12, c[1] - 12), (c[0] + 12, c[1] + 12), color, -1)
-    return img
+class GraphRecorder:
+    """A plain rclpy node that records what a person would watch."""
+
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+
+        rclpy.init()
+        self.node = rclpy.create_node("demo_recorder")
+        self.lock = threading.Lock()
+        self.frames, self.joints, self.commands, self.setpoints, self.chunks = [], [], [], [], []
+        self.diagnostics, self.instruction = {}, ""
+        self.recording = False
+        n = self.node
+        n.create_subscription(Image, "/camera/front/image_raw", self._on_image, qos_profile_sensor_data)
+        n.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
+        n.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self._on_command, 1000)
+        n.create_subscription(JointTrajectory, "/twinbrain/joint_command", self._on_setpoint, 1000)
+        n.create_subscription(JointTrajectory, "/policy_node/chunk", self._on_chunk, 100)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), latched)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(n)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def now(self):
+        return time.monotonic()
+
+    def _on_image(self, m):
+        if self.recording:
+            rgb = np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3).copy()
+            with self.lock:
+                self.frames.append((self.now(), rgb, self.instruction))
+
+    def _on_joints(self, m):
+        if self.recording:
+            with self.lock:
+                self.joints.append((self.now(), np.array(m.position)))
+
+    def _on_command(self, m):
+        with self.lock:
+            self.commands.append((self.now(), np.array(m.points[0].positions)))
+
+    def _on_setpoint(self, m):
+        with self.lock:
+            self.setpoints.append(self.now())
+
+    def _on_chunk(self, m):
+        stamp = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+        with self.lock:
+            self.chunks.append((self.now(), time.time() - stamp))   # wall clock: stamps are ROS (system) time
+
+    def _on_diag(self, m):
+        for s in m.status:
+            self.diagnostics[s.name] = {kv.key: kv.value for kv in s.values}
+
+    def close(self):
+        import rclpy
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def write_video(path: Path, frames, chunks, fps: float = 30.0) -> None:
+    import av
+    import cv2
+
+    container = av.open(str(path), mode="w")
+    h, w = frames[0][1].shape[:2]
+    scale = max(1, 480 // h)
+    stream = container.add_stream("libx264", rate=int(round(fps)))
+    stream.width, stream.height, stream.pix_fmt = w * scale, h * scale, "yuv420p"
+    chunk_times = np.array([c[0] for c in chunks]) if chunks else np.zeros(0)
+    t0 = frames[0][0]
+    for t, rgb, instruction in frames:
+        img = cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+        k = int(np.searchsorted(chunk_times, t, side="right")) - 1
+        latency = f"{chunks[k][1] * 1e3:.0f} ms" if k >= 0 else "-"
+        for i, text in enumerate([instruction or "(no instruction)", f"t={t - t0:5.1f}s  inference {latency}"]):
+            cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def write_plots(out: Path, joints, commands, chunks, names) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = joints[0][0]
+    jt, jq = np.array([j[0] - t0 for j in joints]), np.stack([j[1] for j in joints])
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), sharex=True)
+    if commands:
+        ct, cq = np.array([c[0] - t0 for c in commands]), np.stack([c[1] for c in commands])
+    for i, ax in enumerate(axes):
+        ax.plot(jt, jq[:, i], label="measured", lw=1.2)
+        if commands:
+            ax.plot(ct, cq[:, i], "--", label="commanded (safety output)", lw=1.0)
+        ax.set_ylabel(names[i], fontsize=8)
+    axes[0].legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle("sim arm: commanded vs. measured joint positions")
+    fig.tight_layout()
+    fig.savefig(out / "joints.png", dpi=90)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(np.array([c[1] for c in chunks]) * 1e3, bins=30)
+    ax.set_xlabel("observation stamp -> action chunk published (ms)")
+    ax.set_ylabel("chunks")
+    ax.set_title("inference latency (tiny model, CPU)" if chunks else "no chunks")
+    fig.tight_layout()
+    fig.savefig(out / "latency_hist.png", dpi=90)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="twinbrain-demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="twinbrain-demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: tiny random weights)")
-    p.add_argument("--instruction", default="pick up the red cube")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", default="")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--startup-timeout", type=float, default=180.0)
     args = p.parse_args(argv)
-
-    from .model import TwinBrainPolicy, load_base, make_tiny_base, tiny_config
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))   # never mix with another graph
+
+    cmd = [sys.executable, "-m", "twinbrain_ros.cli", "up", "--use-sim"]
     if args.checkpoint:
-        policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device=args.device)
-    else:
-        base_dir = make_tiny_base(out / "tiny-base-qwen3_vl", "qwen3_vl")
-        policy = TwinBrainPolicy.from_base(load_base(base_dir), tiny_config("qwen3_vl", str(base_dir)),
-                                           device=args.device)
-    image = render_test_scene()
-    cv2.imwrite(str(out / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    state = np.zeros(policy.config.state_dim, np.float32)
-    latencies = []
-    for i in range(10):
-        start = time.perf_counter()
-        chunk = policy.predict([image] * len(policy.config.camera_names), state, args.instruction, seed=i)
-        latencies.append(time.perf_counter() - start)
-    np.set_printoptions(precision=3, suppress=True)
-    print(f"instruction: {args.instruction!r}  state: {state.tolist()}")
-    print(f"action chunk (H={chunk.shape[0]}, action_dim={chunk.shape[1]}), robot units:\n{chunk}")
-    ms = np.array(latencies[1:]) * 1e3
-    summary = {"device": policy.device, "predict_p50_ms": round(float(np.median(ms)), 2),
-               "predict_max_ms": round(float(ms.max()), 2), "chunk_shape": list(chunk.shape)}
-    print(json.dumps(summary))
+        cmd += ["--checkpoint", args.checkpoint]
+    log = open(out / "graph.log", "w")
+    graph = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    rec = GraphRecorder()
+    try:
+        print(f"starting sim + policy + safety (log: {out / 'graph.log'}) ...", flush=True)
+        deadline = time.monotonic() + args.startup_timeout
+        while not rec.commands and time.monotonic() < deadline and graph.poll() is None:
+            time.sleep(0.2)
+        if not rec.commands:
+            raise SystemExit(f"the graph produced no command within {args.startup_timeout:.0f} s; see {out / 'graph.log'}")
+        print(f"commands flowing; recording {args.seconds:.0f} s ...", flush=True)
+        with rec.lock:
+            rec.commands.clear(), rec.setpoints.clear(), rec.chunks.clear()
+        rec.recording = True
+        time.sleep(args.seconds)
+        rec.recording = False
+        diagnostics = dict(rec.diagnostics)
+    finally:
+        graph.send_signal(signal.SIGINT)
+        try:
+            graph.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            graph.kill()
+        rec.close()
+        log.close()
+
+    from .sim.arm_sim import ARM_JOINTS
+
+    seconds = args.seconds
+    latencies = np.array([c[1] for c in rec.chunks]) * 1e3
+    safety = diagnostics.get("twinbrain: safety", {})
+    summary = {
+        "seconds": seconds, "instruction": rec.instruction,
+        "camera_hz": round(len(rec.frames) / seconds, 1), "joint_state_hz": round(len(rec.joints) / seconds, 1),
+        "policy_setpoint_hz": round(len(rec.setpoints) / seconds, 1),
+        "controller_command_hz": round(len(rec.commands) / seconds, 1),
+        "chunks": len(rec.chunks),
+        "inference_p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
+        "inference_p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
+        "safety_interventions": {k.split(".", 1)[1]: int(v) for k, v in safety.items() if k.startswith("interventions.")},
+        "task_success": diagnostics.get("twinbrain: sim_arm", {}).get("success"),
+        "model": args.checkpoint or "tiny random weights (untrained: expect aimless, safe motion)",
+    }
+    if rec.frames:
+        write_video(out / "demo.mp4", rec.frames, rec.chunks)
+    if rec.joints:
+        write_plots(out, rec.joints, rec.commands, rec.chunks, ARM_JOINTS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    print(f"wrote {out}/demo.mp4, joints.png, latency_hist.png, summary.json")
 
 
 if __name__ == "__main__":

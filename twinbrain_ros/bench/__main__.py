@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert"}
 
 
 def main(argv=None) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import array
 import threading
 import time
 
@@ -25,9 +26,9 @@ class SyntheticSensors:
         self.cam_pubs = {c: node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
                          for c in cameras}
         self.js_pub = node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
-        frame = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8).tobytes()
-        # Built once: filling a 640x480 Image from bytes costs ~9 ms of Python per message; a driver
-        # hands rclpy a ready buffer, so only the stamp changes per frame here.
+        frame = array.array("B", np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8).tobytes())
+        # Built once from an array.array (bytes are checked element by element: ~9 ms per 640x480 frame);
+        # only the stamp changes per frame.
         self.images = {c: Image(height=size[0], width=size[1], encoding="rgb8", step=size[1] * 3, data=frame)
                        for c in cameras}
         self.frozen_cameras = threading.Event()   # set: cameras stop (a frozen driver)

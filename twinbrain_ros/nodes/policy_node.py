@@ -208,7 +208,7 @@ class PolicyNode(Node):
 
     # -- inference worker ------------------------------------------------------------------------
     def _inference_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             with self.lock:
                 self.wake.wait(timeout=0.05)
                 obs, reason = self.sync.latest(self.now())
@@ -234,6 +234,8 @@ class PolicyNode(Node):
             latency = time.perf_counter() - start
             self.model_error = None
             self.stats["latency"].append(latency)
+            if not self.context.ok():
+                break
             self._accept_chunk(chunk, obs.stamp, version, latency,
                                {"synced": synced, "started": started, "finished": started + latency})
 
@@ -275,7 +277,7 @@ class PolicyNode(Node):
     def _control_loop(self) -> None:
         self._raise_priority()
         deadline = time.monotonic() + self.period
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             delay = deadline - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -283,7 +285,9 @@ class PolicyNode(Node):
             self.stats["tick_error"].append(woke - deadline)
             try:
                 self._on_control_tick()
-            except Exception as exc:   # noqa: BLE001 - the loop must survive anything (e.g. shutdown races)
+            except Exception as exc:   # noqa: BLE001 - the loop must survive anything
+                if not self.context.ok():
+                    break          # shutting down: the publisher is gone
                 self.log("error", "control", f"control tick failed: {exc!r}")
             deadline += self.period
             if woke - deadline > self.period:   # fell behind: skip ticks rather than burst

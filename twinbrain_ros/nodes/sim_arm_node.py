@@ -1,0 +1,208 @@
+"""sim_arm: the MuJoCo arm as a stand-in robot driver + joint_trajectory_controller.
+
+Publishes camera images (rgb8, stamped at render time, sensor-data QoS) and joint_states; executes
+JointTrajectory on the controller topic with JTC semantics; physics runs in real time in its own
+thread (which also owns the EGL context). Each episode draws cube poses and a task from the seed and
+publishes the task's instruction (latched). ``~/reset`` starts the next episode; ``~/success`` and
+/diagnostics report the task's success detector. With ``expert: true`` the scripted expert drives the
+arm and publishes its commands on ``leader_topic`` like a teleoperator's leader arm.
+"""
+
+from __future__ import annotations
+
+import array
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim
+from ..sim.expert import ScriptedExpert
+from ..sim.trajectory import TrajectoryFollower
+from .diagnostics import ThrottledLog, diagnostic_array
+from .params import Param, declare, non_empty, one_of, positive
+from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
+
+PARAMS = [
+    Param("camera_names", ["front", "wrist"], "MJCF cameras to publish.", non_empty),
+    Param("camera_topics", ["/camera/front/image_raw", "/camera/wrist/image_raw"], "One topic per camera.", non_empty),
+    Param("image_width", 224, "Rendered image width (px).", positive),
+    Param("image_height", 224, "Rendered image height (px).", positive),
+    Param("camera_rate_hz", 30.0, "Camera frame rate.", positive),
+    Param("joint_state_rate_hz", 200.0, "joint_states rate (also the physics/control update rate).", positive),
+    Param("controller_topic", "/arm_controller/joint_trajectory", "JointTrajectory input (JTC semantics)."),
+    Param("joint_states_topic", "/joint_states", "Measured joint states output."),
+    Param("instruction_topic", "/instruction", "Where each episode's instruction is published (latched)."),
+    Param("publish_instruction", True, "Publish the task instruction at every reset."),
+    Param("task", "random", "pick, push, touch or random (drawn from the seed).", one_of("random", *TASKS)),
+    Param("seed", 0, "Seed of the first episode; episode k uses seed + k."),
+    Param("expert", False, "The scripted expert drives the arm (teleop stand-in for recording)."),
+    Param("leader_topic", "/leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
+]
+
+
+class SimArmNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_arm", **kwargs)
+        self.p = p = declare(self, PARAMS)
+        self.log = ThrottledLog(self.get_logger())
+        if len(p["camera_topics"]) != len(p["camera_names"]):
+            raise ValueError("sim_arm: camera_topics and camera_names must have the same length")
+        self.lock = threading.Lock()
+        self.episode = 0
+        self.sim: ArmSim | None = None
+        self.follower: TrajectoryFollower | None = None
+        self.expert: ScriptedExpert | None = None
+        self.episode_start = 0.0
+        self.success = False
+        self._reset_request = threading.Event()
+        self._reset_request.set()
+        self._ready = threading.Event()
+
+        self.cam_pubs = [self.create_publisher(Image, t, qos_profile_sensor_data) for t in p["camera_topics"]]
+        self.js_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction_pub = self.create_publisher(String, p["instruction_topic"], latched)
+        self.success_pub = self.create_publisher(Bool, "~/success", latched)
+        self.leader_pub = self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointTrajectory, p["controller_topic"], self._on_trajectory, 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
+        self.thread.start()
+        if not self._ready.wait(timeout=30.0):
+            raise RuntimeError("sim_arm: the physics thread did not start (MuJoCo/EGL problem?)")
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- ROS inputs ---------------------------------------------------------------------------
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        if self.p["expert"] or not msg.points:
+            return
+        with self.lock:
+            if self.follower is None:
+                return
+            try:
+                self.follower.replace(msg.joint_names, stamp_to_sec(msg.header.stamp),
+                                      [duration_to_sec(pt.time_from_start) for pt in msg.points],
+                                      [list(pt.positions) for pt in msg.points], self.now())
+            except ValueError as exc:
+                self.log("warn", "trajectory", f"trajectory ignored: {exc}")
+
+    def _on_reset(self, request, response):
+        self._reset_request.set()
+        deadline = time.monotonic() + 10.0
+        while self._reset_request.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        response.success = not self._reset_request.is_set()
+        response.message = f"episode {self.episode}: {self.sim.task.instruction}" if response.success else "reset timed out"
+        return response
+
+    # -- physics thread (owns MuJoCo and the EGL context) ---------------------------------------
+    def _new_episode(self) -> None:
+        p = self.p
+        if self.sim is None:
+            self.sim = ArmSim((p["image_height"], p["image_width"]), p["camera_names"])
+        seed = p["seed"] + self.episode
+        task = self.sim.reset(seed, None if p["task"] == "random" else p["task"])
+        with self.lock:
+            self.follower = TrajectoryFollower(ARM_JOINTS, self.sim.joint_positions())
+            self.expert = ScriptedExpert(self.sim) if p["expert"] else None
+            self.episode_start = self.now()
+            self.success = False
+        self.episode += 1
+        if p["publish_instruction"]:
+            self.instruction_pub.publish(String(data=task.instruction))
+        self.success_pub.publish(Bool(data=False))
+        self.get_logger().info(f"episode {self.episode} (seed {seed}): {task.instruction!r}")
+
+    def _physics_loop(self) -> None:
+        try:
+            self._run_physics()
+        except Exception:   # noqa: BLE001
+            if self.context.ok():
+                raise       # a real failure; at shutdown publishing simply stops working
+        finally:
+            if self.sim is not None:
+                self.sim.close()
+
+    def _run_physics(self) -> None:
+        dt = 1.0 / self.p["joint_state_rate_hz"]
+        cam_period = 1.0 / self.p["camera_rate_hz"]
+        next_cam = 0.0
+        wall = time.monotonic()
+        while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
+            if self._reset_request.is_set():
+                self._new_episode()
+                self._reset_request.clear()
+                self._ready.set()
+            now = self.now()
+            with self.lock:
+                if self.expert is not None:
+                    target = self.expert.command(now - self.episode_start)
+                else:
+                    target = self.follower.setpoint(now)
+            self.sim.set_targets(target)
+            self.sim.step(dt)
+            stamp = sec_to_stamp(self.now())
+            self.js_pub.publish(JointState(header=_header(stamp), name=ARM_JOINTS,
+                                           position=self.sim.joint_positions().tolist(),
+                                           velocity=self.sim.joint_velocities().tolist()))
+            if self.expert is not None:
+                self.leader_pub.publish(JointState(header=_header(stamp), name=ARM_JOINTS, position=target.tolist()))
+            if time.monotonic() >= next_cam:
+                next_cam = time.monotonic() + cam_period
+                for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
+                    rgb = self.sim.render(cam)
+                    h, w, _ = rgb.shape
+                    pub.publish(Image(header=_header(sec_to_stamp(self.now())), height=h, width=w,
+                                      encoding="rgb8", step=w * 3,
+                                      # array.array is taken as-is; bytes are checked element by element (6x slower)
+                                      data=array.array("B", rgb.tobytes())))
+            success = self.sim.success()
+            if success != self.success:
+                self.success = success
+                self.success_pub.publish(Bool(data=success))
+            wall += dt
+            delay = wall - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -0.5:
+                wall = time.monotonic()   # fell far behind (slow machine): do not try to catch up
+
+    def _publish_diagnostics(self) -> None:
+        if self.sim is None:
+            return
+        values = {"episode": self.episode, "task": self.sim.task.name, "instruction": self.sim.task.instruction,
+                  "success": self.success, "sim_time": f"{self.sim.time:.2f}"}
+        self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: sim_arm", self.get_name(),
+                                               "ok", "success" if self.success else "running", values))
+
+    def destroy_node(self):
+        self._stop.set()
+        self.thread.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def _header(stamp):
+    from std_msgs.msg import Header
+    return Header(stamp=stamp)
+
+
+def main(args=None):
+    from .spin import run_node
+    run_node(SimArmNode, args)
+
+
+if __name__ == "__main__":
+    main()
