@@ -222,3 +222,23 @@ def test_bad_parameters_fail_at_start_with_a_clear_error(graph):
     with pytest.raises(ValueError, match="command_timeout=-1.0: must be > 0"):
         SafetyNode(context=graph.context, parameter_overrides=[Parameter("command_timeout", value=-1.0)])
 
+
+
+def test_end_effector_mode_publishes_poses_and_safety_clamps_them_to_the_workspace(graph, tiny_base_dirs):
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import Float64
+
+    poses = graph.record(PoseStamped, "/twinbrain/pose_command")
+    gripper = graph.record(Float64, "/twinbrain/gripper_command")
+    checked = graph.record(PoseStamped, "/servo_node/pose_target_cmds")
+    _policy_node(graph, tiny_base_dirs, output_mode="end_effector")
+    graph.add(SafetyNode(context=graph.context))
+    graph.start_feed()
+    graph.publish_instruction("touch the green cube")
+    assert graph.wait_for(lambda: checked.count() > 50 and gripper.count() > 50)
+    lo, hi = np.array([-0.8, -0.8, 0.0]), np.array([0.8, 0.8, 1.2])   # config/arm.yaml workspace box
+    for msg in checked.messages:
+        p, q = msg.pose.position, msg.pose.orientation
+        assert np.all(np.array([p.x, p.y, p.z]) >= lo - 1e-12) and np.all(np.array([p.x, p.y, p.z]) <= hi + 1e-12)
+        assert abs(np.linalg.norm([q.x, q.y, q.z, q.w]) - 1.0) < 1e-6
+    assert poses.messages[-1].header.frame_id == "base_link"

@@ -122,7 +122,7 @@ def test_watchdog_decelerates_to_hold_within_limits():
     moving = np.abs(lim.v).max()
     assert moving > 0.5
     t = now
-    for k in range(100):
+    for _ in range(100):
         t += DT
         out.append(lim.step(t).positions)
         if t - now > 0.1 + DT:
