@@ -35,6 +35,7 @@ setup(
             f"twinbrain-demo = {PACKAGE}.demo:main",
             f"twinbrain-ros = {PACKAGE}.cli:main",
             f"twinbrain-record = {PACKAGE}.data.record_sim:main",
+            f"twinbrain-train = {PACKAGE}.train.trainer:main",
             f"policy_node = {PACKAGE}.nodes.policy_node:main",
             f"safety_node = {PACKAGE}.nodes.safety_node:main",
             f"sim_arm = {PACKAGE}.nodes.sim_arm_node:main",

@@ -106,6 +106,11 @@ class TwinBrainVLA(nn.Module):
         hidden = self.right_forward(inputs["right"], state, left_kv, inputs["left"]["attention_mask"])
         return hidden, inputs["right"]["attention_mask"]
 
+    def forward(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training loss (a forward, so DDP/accelerate wrappers see it)."""
+        return self.loss(inputs, state, actions, action_mask, generator)
+
     def loss(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
              generator: torch.Generator | None = None) -> torch.Tensor:
         hidden, mask = self.features(inputs, state)

@@ -1,0 +1,1 @@
+"""Fine-tuning TwinBrainVLA on LeRobot v3.0 datasets (single process or accelerate)."""

@@ -1,0 +1,79 @@
+"""Training samples from LeRobot v3.0 datasets: (camera frames, state, instruction) -> action chunk.
+
+The chunk is the next H actions of the same episode by frame index (the dataset is sampled at a
+fixed fps); steps past the episode's end are padded with its last action and masked out of the loss.
+Decoded frames are cached per episode in memory (fine for the datasets a lab fine-tunes on; for
+very large ones decode lazily instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.lerobot_v3 import LeRobotV3Dataset
+from ..model.normalization import Normalization, RangeNormalizer
+
+
+@dataclass
+class Sample:
+    images: list            # one HxWx3 uint8 frame per camera, in camera order
+    state: np.ndarray       # (state_dim,) robot units
+    instruction: str
+    actions: np.ndarray     # (H, action_dim) robot units
+    action_mask: np.ndarray  # (H,) 1 = real step, 0 = padding past the episode end
+
+
+class ChunkSamples:
+    def __init__(self, dataset: LeRobotV3Dataset, chunk_length: int, camera_names: list[str],
+                 episodes: list[int] | None = None):
+        self.ds, self.h = dataset, chunk_length
+        keys = {f"observation.images.{c}" for c in camera_names}
+        missing = sorted(keys - set(dataset.video_keys))
+        if missing:
+            raise ValueError(f"{dataset.root}: the model's cameras need {missing}; the dataset has {dataset.video_keys}")
+        self.keys = [f"observation.images.{c}" for c in camera_names]
+        chosen = set(range(len(dataset.episodes))) if episodes is None else set(episodes)
+        self.episodes = [ep for ep in dataset.episodes if ep["episode_index"] in chosen]
+        self._data = {ep["episode_index"]: dataset.episode_data(ep) for ep in self.episodes}
+        self._frames: dict[int, list[np.ndarray]] = {}
+        self.index = [(ep["episode_index"], t) for ep in self.episodes for t in range(ep["length"])]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _episode_frames(self, episode: int) -> list[np.ndarray]:
+        if episode not in self._frames:
+            ep = next(e for e in self.episodes if e["episode_index"] == episode)
+            self._frames[episode] = [self.ds.episode_frames(ep, key) for key in self.keys]
+        return self._frames[episode]
+
+    def __getitem__(self, i: int) -> Sample:
+        episode, t = self.index[i]
+        data = self._data[episode]
+        actions = data["action"]
+        n = len(actions)
+        steps = np.arange(t, t + self.h)
+        mask = (steps < n).astype(np.float32)
+        chunk = actions[np.minimum(steps, n - 1)]
+        task = self.ds.tasks[int(data["task_index"][t])]
+        return Sample([frames[t] for frames in self._episode_frames(episode)], data["observation.state"][t], task,
+                      chunk.astype(np.float32), mask)
+
+
+def normalization_from_stats(dataset: LeRobotV3Dataset) -> Normalization:
+    """q01/q99 of state and action from meta/stats.json (the checkpoint keeps them)."""
+    import json
+
+    path = dataset.root / "meta" / "stats.json"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: normalisation needs the dataset's q01/q99")
+    stats = json.loads(path.read_text())
+    try:
+        return Normalization(RangeNormalizer(np.array(stats["observation.state"]["q01"], np.float32),
+                                             np.array(stats["observation.state"]["q99"], np.float32)),
+                             RangeNormalizer(np.array(stats["action"]["q01"], np.float32),
+                                             np.array(stats["action"]["q99"], np.float32)))
+    except KeyError as exc:
+        raise ValueError(f"{path}: missing {exc} (q01/q99 of observation.state and action are required)") from None

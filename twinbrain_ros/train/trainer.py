@@ -1,0 +1,210 @@
+"""`twinbrain-train`: fine-tune TwinBrainVLA on LeRobot v3.0 datasets (TWINBRAIN.md recipe).
+
+Left brain frozen, action loss only; AdamW (betas 0.9/0.95) with separate learning rates for the
+Right brain and for the action expert + state encoder; cosine schedule with warm-up; grad-clip; bf16
+autocast on CUDA; several (ε, t) draws per sample; gradient accumulation. One process needs no
+accelerate config; several GPUs / nodes: `accelerate launch -m twinbrain_ros.train.trainer ...`
+(config/accelerate_zero2.yaml is a DeepSpeed ZeRO-2 example).
+
+Reproducible and resumable: the batch indices and the flow-matching noise of step k are drawn from
+generators seeded by (seed, k, process), so `--resume` continues exactly where the run stopped once
+model, optimizer and scheduler states are restored. Checkpoints are the model format (config.json,
+model.safetensors, normalization.json) plus training_state.pt (optimizer/scheduler tensors and plain
+values only, loaded with torch.load(weights_only=True)). Metrics go to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.lerobot_v3 import LeRobotV3Dataset
+from ..model import Observation, TwinBrainPolicy, load_base, make_tiny_base, tiny_config
+from ..model.configuration_twinbrain import TwinBrainConfig
+from .samples import ChunkSamples, normalization_from_stats
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    out: str
+    base_model_path: str = ""     # empty: the tiny random preset (CPU smoke runs, tests)
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_right: float = 1e-5
+    lr_head: float = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    chunk_length: int = 16
+    noise_draws: int = 4
+    val_episodes: int = 1
+    val_every: int = 100
+    save_every: int = 500
+    seed: int = 0
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: str | None = None):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                               mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        self.out = Path(cfg.out)
+        self.dataset = LeRobotV3Dataset(cfg.dataset)
+        feats = self.dataset.info["features"]
+        cameras = [k.split(".", 2)[2] for k in self.dataset.video_keys]
+        dims = dict(state_dim=feats["observation.state"]["shape"][0], action_dim=feats["action"]["shape"][0],
+                    camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws)
+        normalization = normalization_from_stats(self.dataset)
+        if cfg.base_model_path:
+            base = load_base(cfg.base_model_path)
+            config = TwinBrainConfig(base_model_path=cfg.base_model_path, backbone=base.kind, **dims)
+        else:
+            tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
+            base = load_base(tiny_dir)
+            config = tiny_config("qwen3_vl", str(tiny_dir.resolve()), **dims)
+        self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
+        n_eps = len(self.dataset.episodes)
+        n_val = min(cfg.val_episodes, max(0, n_eps - 1))
+        self.train_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val)))
+        self.val_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val, n_eps))) if n_val else None
+        model = self.policy.model
+        head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
+        optimizer = torch.optim.AdamW([{"params": list(model.right.parameters()), "lr": cfg.lr_right},
+                                       {"params": head, "lr": cfg.lr_head}],
+                                      betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        self.step = 0
+        if resume:
+            self._load_state(Path(resume))
+
+    # -- batches ----------------------------------------------------------------------------------
+    def _batch(self, samples: ChunkSamples, indices) -> tuple:
+        items = [samples[int(i)] for i in indices]
+        inputs, state = self.policy.prepare([Observation(s.images, s.state, s.instruction) for s in items])
+        norm = self.policy.normalization.action
+        actions = torch.from_numpy(np.stack([norm.normalize(s.actions) for s in items])).to(self.acc.device)
+        mask = torch.from_numpy(np.stack([s.action_mask for s in items])).to(self.acc.device)
+        return inputs, state, actions, mask
+
+    def _generator(self, step: int, salt: int = 0) -> torch.Generator:
+        return torch.Generator().manual_seed(hash((self.cfg.seed, step, self.acc.process_index, salt)) % (2 ** 63))
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, self.step, self.acc.process_index])
+        logs = {}
+        self.model.train()
+        for micro in range(cfg.grad_accum):
+            with self.acc.accumulate(self.model):
+                batch = self._batch(self.train_set, rng.integers(0, len(self.train_set), cfg.batch_size))
+                loss = self.model(*batch, generator=self._generator(self.step, micro))
+                self.acc.backward(loss)
+                if self.acc.sync_gradients:
+                    logs["grad_norm"] = float(self.acc.clip_grad_norm_(
+                        [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+            logs["loss"] = logs.get("loss", 0.0) + loss.item() / cfg.grad_accum
+        self.step += 1
+        logs.update(step=self.step, lr_right=self.scheduler.get_last_lr()[0], lr_head=self.scheduler.get_last_lr()[1])
+        return logs
+
+    @torch.no_grad()
+    def evaluation_loss(self, samples: ChunkSamples | None, max_samples: int = 64) -> float | None:
+        """Mean loss over the first ``max_samples`` samples with fixed (ε, t) draws: comparable across steps."""
+        if samples is None:
+            return None
+        self.model.eval()
+        idx = np.arange(min(len(samples), max_samples))
+        losses = [float(self.model(*self._batch(samples, chunk), generator=self._generator(-1, k)))
+                  for k, chunk in enumerate(np.array_split(idx, max(1, len(idx) // self.cfg.batch_size)))]
+        return float(np.mean(losses))
+
+    def validation_loss(self) -> float | None:
+        return self.evaluation_loss(self.val_set)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        if self.acc.is_main_process:
+            self.policy.save(directory)
+            torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "train_config": asdict(self.cfg)},
+                       directory / "training_state.pt")
+        self.acc.wait_for_everyone()
+        return directory
+
+    def _load_state(self, directory: Path) -> None:
+        from ..model.checkpoint import WEIGHTS_FILE, load_weights, read_checkpoint
+
+        _, weights, _ = read_checkpoint(directory)
+        load_weights(self.policy.model, weights, directory / WEIGHTS_FILE)
+        state = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = open(self.out / "metrics.jsonl", "a")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.acc.is_main_process, desc="train")
+        start, last = time.perf_counter(), {}
+        while self.step < cfg.steps:
+            last = self.train_step()
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                last["val_loss"] = self.validation_loss()
+            if self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save(self.out / f"step-{self.step:06d}")
+            metrics.write(json.dumps(last) + "\n")
+            metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+        bar.close()
+        metrics.close()
+        final = self.save(self.out / "final")
+        return {"checkpoint": str(final), "steps": self.step, "last": last,
+                "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="twinbrain-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field, default in TrainConfig.__dataclass_fields__.items():
+        kind = type(default.default) if default.default is not default.default_factory else str
+        flag = "--" + field.replace("_", "-")
+        if field in ("dataset", "out"):
+            p.add_argument(flag, required=True)
+        else:
+            p.add_argument(flag, type=kind, default=default.default)
+    p.add_argument("--resume", default=None, help="checkpoint directory written by a previous run")
+    args = vars(p.parse_args(argv))
+    resume = args.pop("resume")
+    result = Trainer(TrainConfig(**args), resume).run()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
