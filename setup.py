@@ -39,6 +39,7 @@ setup(
             f"policy_node = {PACKAGE}.nodes.policy_node:main",
             f"safety_node = {PACKAGE}.nodes.safety_node:main",
             f"sim_arm = {PACKAGE}.nodes.sim_arm_node:main",
+            f"recorder_node = {PACKAGE}.nodes.recorder_node:main",
         ],
     },
 )

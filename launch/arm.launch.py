@@ -1,4 +1,5 @@
-"""ros2 launch twinbrain_ros arm.launch.py [config:=...] [checkpoint:=...] [device:=...] [namespace:=...] [use_sim:=true]
+"""ros2 launch twinbrain_ros arm.launch.py [config:=...] [checkpoint:=...] [device:=...] [namespace:=...]
+                                          [use_sim:=true] [record:=true]
 
 Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runner
 `twinbrain-ros up` starts) with the parameters of one YAML file.
@@ -15,6 +16,7 @@ from twinbrain_ros import graph
 def _nodes(context):
     config = LaunchConfiguration("config").perform(context)
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("1", "true", "yes")
+    record = LaunchConfiguration("record").perform(context).lower() in ("1", "true", "yes")
     checkpoint = LaunchConfiguration("checkpoint").perform(context)
     device = LaunchConfiguration("device").perform(context)
     namespace = LaunchConfiguration("namespace").perform(context)
@@ -22,7 +24,7 @@ def _nodes(context):
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
              parameters=[config, graph.overrides(spec, checkpoint, device, use_sim)], output="screen",
              emulate_tty=True)
-        for spec in graph.nodes(use_sim)
+        for spec in graph.nodes(use_sim, record)
     ]
 
 
@@ -34,5 +36,6 @@ def generate_launch_description():
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda[:N]; empty keeps the YAML."),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace for every node."),
         DeclareLaunchArgument("use_sim", default_value="false", description="Start the simulated MuJoCo arm too."),
+        DeclareLaunchArgument("record", default_value="false", description="Start the teleop recorder too."),
         OpaqueFunction(function=_nodes),
     ])

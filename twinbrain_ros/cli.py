@@ -4,6 +4,7 @@
                      [--duration SECONDS]
     twinbrain-ros instruct "pick up the red cube"
     twinbrain-ros estop | release
+    twinbrain-ros record start | stop | discard     (with `up --record`)
 
 `up` starts exactly the processes arm.launch.py starts (twinbrain_ros.graph), with the same YAML.
 """
@@ -38,7 +39,7 @@ def _pump(name: str, stream) -> None:
 
 def up(args) -> int:
     procs = []
-    for spec in graph.nodes(args.use_sim):
+    for spec in graph.nodes(args.use_sim, args.record):
         cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
         threading.Thread(target=_pump, args=(spec.name, proc.stdout), daemon=True).start()
@@ -70,7 +71,7 @@ def up(args) -> int:
     return code
 
 
-def _one_shot(action: str, text: str = "") -> int:
+def _one_shot(action: str, text: str = "", service: str = "") -> int:
     import rclpy
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
@@ -88,9 +89,10 @@ def _one_shot(action: str, text: str = "") -> int:
                 rclpy.spin_once(node, timeout_sec=0.1)
             print(f"instruction sent: {text!r}")
             return 0
-        client = node.create_client(Trigger, f"/safety_node/{action}")
+        service = service or f"/safety_node/{action}"
+        client = node.create_client(Trigger, service)
         if not client.wait_for_service(timeout_sec=5.0):
-            print(f"/safety_node/{action} is not available", file=sys.stderr)
+            print(f"{service} is not available", file=sys.stderr)
             return 1
         future = client.call_async(Trigger.Request())
         rclpy.spin_until_future_complete(node, future, timeout_sec=5.0)
@@ -112,14 +114,19 @@ def main(argv=None) -> None:
     p_up.add_argument("--device", default="")
     p_up.add_argument("--namespace", default="")
     p_up.add_argument("--use-sim", action="store_true")
+    p_up.add_argument("--record", action="store_true", help="also start the teleop recorder")
     p_up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
     p_in = sub.add_parser("instruct", help="publish an instruction (latched)")
     p_in.add_argument("text")
     sub.add_parser("estop", help="latch the e-stop")
     sub.add_parser("release", help="release the e-stop")
+    p_rec = sub.add_parser("record", help="recorder episodes: start | stop | discard")
+    p_rec.add_argument("action", choices=["start", "stop", "discard"])
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
+    if args.command == "record":
+        sys.exit(_one_shot(args.action, service=f"/recorder_node/{args.action}"))
     sys.exit(_one_shot(args.command, getattr(args, "text", "")))
 
 

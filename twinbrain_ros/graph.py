@@ -15,17 +15,19 @@ class NodeSpec:
     executable: str    # console script installed by setup.py (ros2 run / launch_ros)
     module: str        # python -m target (pip-only runner)
     sim_only: bool = False
+    record_only: bool = False
 
 
 NODES = (
     NodeSpec("sim_arm", "sim_arm", "twinbrain_ros.nodes.sim_arm_node", sim_only=True),
     NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node"),
     NodeSpec("safety_node", "safety_node", "twinbrain_ros.nodes.safety_node"),
+    NodeSpec("recorder_node", "recorder_node", "twinbrain_ros.nodes.recorder_node", record_only=True),
 )
 
 
-def nodes(use_sim: bool) -> list[NodeSpec]:
-    return [n for n in NODES if use_sim or not n.sim_only]
+def nodes(use_sim: bool, record: bool = False) -> list[NodeSpec]:
+    return [n for n in NODES if (use_sim or not n.sim_only) and (record or not n.record_only)]
 
 
 def default_config() -> Path:

@@ -1,0 +1,211 @@
+"""recorder_node: teleop demonstrations -> LeRobot v3.0, episode by episode.
+
+Observations come from the same synchronizer the policy uses (cameras matched within a slop, joint
+state interpolated at the frame stamp); the action is the teleoperator's latest leader-arm command
+(JointState or JointTrajectory). A sampling thread takes one frame per 1/fps; when no new synchronized
+observation arrived since the last frame it records nothing and counts the frame as dropped (never
+invented). The task is the current instruction. Services ``~/start``, ``~/stop`` (finalize) and
+``~/discard``; state on /diagnostics. A write error (full disk, unwritable folder) stops recording
+with ERROR and leaves every finalized episode intact.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from ..data.lerobot_v3 import DatasetError, LeRobotV3Writer, Schema
+from ..runtime.synchronizer import ObservationSynchronizer
+from .diagnostics import ThrottledLog, diagnostic_array
+from .params import ROBOT, Param, declare, non_empty, one_of, positive
+from .ros_convert import image_msg_to_rgb, sec_to_stamp, stamp_to_sec
+
+PARAMS = [p for p in ROBOT if p.name == "joint_names"] + [
+    Param("camera_names", ["front", "wrist"], "Cameras to record, in order.", non_empty),
+    Param("camera_topics", ["/camera/front/image_raw", "/camera/wrist/image_raw"], "One topic per camera.", non_empty),
+    Param("joint_states_topic", "/joint_states", "Measured joint states (observation.state)."),
+    Param("instruction_topic", "/instruction", "The episode's task (latched String)."),
+    Param("command_topic", "/leader/joint_states", "The teleoperator's command (action)."),
+    Param("command_type", "joint_state", "joint_state (leader arm) or joint_trajectory.",
+          one_of("joint_state", "joint_trajectory")),
+    Param("dataset_dir", "datasets/teleop", "LeRobot v3.0 dataset folder (created or appended to)."),
+    Param("fps", 10, "Frames per second recorded.", positive),
+    Param("image_width", 224, "Frames are stored at this size (resized if the camera differs).", positive),
+    Param("image_height", 224, "Frames are stored at this size.", positive),
+    Param("codec", "h264", "h264 (fast) or av1.", one_of("h264", "av1")),
+    Param("robot_type", "twinbrain_arm", "robot_type in meta/info.json."),
+    Param("sync_slop", 0.02, "Max stamp difference between cameras (s).", positive),
+    Param("max_observation_age", 0.3, "Observations older than this are not recorded (s).", positive),
+]
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("recorder_node", **kwargs)
+        self.p = p = declare(self, PARAMS)
+        self.log = ThrottledLog(self.get_logger())
+        names = p["joint_names"]
+        self.sync = ObservationSynchronizer(p["camera_names"], names, p["sync_slop"], p["max_observation_age"], 0.1)
+        size = (p["image_height"], p["image_width"])
+        self.schema = Schema(p["fps"], {c: size for c in p["camera_names"]}, names, names)
+        self.writer = LeRobotV3Writer(p["dataset_dir"], self.schema, p["robot_type"], p["codec"])
+        self.lock = threading.Lock()
+        self.command: np.ndarray | None = None
+        self.recording = False
+        self.error = ""
+        self.counts = {"frames": 0, "dropped_frames": 0, "episodes_this_run": 0}
+        self._last_stamp = None
+
+        for cam, topic in zip(p["camera_names"], p["camera_topics"]):
+            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
+            self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
+        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, p["instruction_topic"], lambda m: self.sync.set_instruction(m.data), latched)
+        if p["command_type"] == "joint_state":
+            self.create_subscription(JointState, p["command_topic"],
+                                     lambda m: self._on_command(m.name, m.position), qos_profile_sensor_data)
+        else:
+            self.create_subscription(JointTrajectory, p["command_topic"],
+                                     lambda m: m.points and self._on_command(m.joint_names, m.points[0].positions), 10)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/discard", self._on_discard)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample_loop, name="recorder", daemon=True)
+        self.thread.start()
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs -------------------------------------------------------------------------------------
+    def _on_image(self, camera, msg) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ValueError as exc:
+            self.log("warn", f"camera:{camera}", f"camera {camera}: {exc}")
+            return
+        h, w = self.schema.cameras[camera]
+        if rgb.shape[:2] != (h, w):
+            import cv2
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        with self.lock:
+            self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            with self.lock:
+                self.sync.add_joint_state(stamp_to_sec(msg.header.stamp) or self.now(), msg.name, msg.position)
+        except ValueError as exc:
+            self.log("warn", "joint_states", f"joint_states: {exc}")
+
+    def _on_command(self, names, positions) -> None:
+        pos = dict(zip(names, positions))
+        if all(n in pos for n in self.schema.action_names):
+            with self.lock:
+                self.command = np.array([pos[n] for n in self.schema.action_names], np.float32)
+
+    # -- services -------------------------------------------------------------------------------------
+    def _on_start(self, request, response):
+        with self.lock:
+            if self.recording:
+                response.success, response.message = False, "already recording; stop or discard first"
+                return response
+            task = self.sync.instruction
+            if not task:
+                response.success, response.message = False, "no instruction received: it is the episode's task"
+                return response
+            try:
+                self.writer.start_episode(task)
+            except DatasetError as exc:
+                response.success, response.message = False, str(exc)
+                return response
+            self.recording, self.error, self._last_stamp = True, "", None
+            self.counts.update(frames=0, dropped_frames=0)
+        response.success, response.message = True, f"recording episode {self.writer.num_episodes}: {task!r}"
+        return response
+
+    def _on_stop(self, request, response):
+        with self.lock:
+            if not self.recording:
+                response.success, response.message = False, "not recording"
+                return response
+            self.recording = False
+            try:
+                index = self.writer.finalize_episode()
+            except (DatasetError, OSError) as exc:
+                self.error = f"finalize failed: {exc}"
+                self.writer.discard_episode()
+                response.success, response.message = False, self.error
+                return response
+            self.counts["episodes_this_run"] += 1
+        response.success = True
+        response.message = (f"episode {index} saved ({self.counts['frames']} frames, "
+                            f"{self.counts['dropped_frames']} dropped)")
+        return response
+
+    def _on_discard(self, request, response):
+        with self.lock:
+            was = self.recording
+            self.recording = False
+            self.writer.discard_episode()
+        response.success, response.message = True, "episode discarded" if was else "not recording"
+        return response
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def _sample_loop(self) -> None:
+        period = 1.0 / self.p["fps"]
+        deadline = time.monotonic() + period
+        while not self._stop.is_set() and self.context.ok():
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            deadline += period
+            with self.lock:
+                if not self.recording:
+                    continue
+                obs, _ = self.sync.latest(self.now())
+                if obs is None or obs.stamp == self._last_stamp or self.command is None:
+                    self.counts["dropped_frames"] += 1       # nothing new to record: never invent a frame
+                    continue
+                try:
+                    self.writer.add_frame(obs.images, obs.state, self.command, obs.stamp)
+                except (DatasetError, OSError) as exc:    # e.g. disk full: stop, keep what is finalized
+                    self.error = f"recording stopped: {exc}"
+                    self.recording = False
+                    self.writer.discard_episode()
+                    self.get_logger().error(self.error)
+                    continue
+                self._last_stamp = obs.stamp
+                self.counts["frames"] += 1
+
+    def _publish_diagnostics(self) -> None:
+        level = "error" if self.error else "ok"
+        values = dict(self.counts, recording=self.recording, dataset=str(self.writer.root),
+                      episodes_total=self.writer.num_episodes, task=self.sync.instruction or "")
+        message = self.error or ("recording" if self.recording else "idle")
+        self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: recorder", self.get_name(),
+                                               level, message, values))
+
+    def destroy_node(self):
+        self._stop.set()
+        self.thread.join(timeout=2.0)
+        return super().destroy_node()
+
+
+def main(args=None):
+    from .spin import run_node
+    run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    main()
