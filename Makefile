@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench closed-loop clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/twinbrain-bench inference --preset tiny
+
+closed-loop: $(STAMP)   # a benchmark (~25 min on 2 cores): record -> fine-tune -> deploy -> success rates
+	$(VENV)/bin/twinbrain-bench closed-loop --out out/closed-loop
 
 clean:
 	rm -rf out build install log *.egg-info

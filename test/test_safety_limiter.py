@@ -199,3 +199,15 @@ def test_adversarial_streams_never_violate_a_limit(stream, max_step):
             now += DT
             outputs.append(lim.step(now).positions)
     check_outputs(outputs, lim)
+
+
+def test_tracking_error_reseeds_from_the_measured_state():
+    lim = SafetyLimiter([JointLimit(n, -1.0, 1.0, 2.0, 20.0) for n in NAMES], DT)
+    assert not lim.observe(np.zeros(3), 0.0, 0.5) and lim.initialized
+    for k in range(20):
+        lim.limit(NAMES, np.full(3, 0.5), (k + 1) * DT)
+    assert not lim.observe(lim.q + 0.1, 0.3, 0.5)                 # small error: nothing happens
+    assert lim.observe(np.array([-0.6, 0.0, 0.0]), 0.31, 0.5)     # the arm is elsewhere (pushed, reset)
+    np.testing.assert_array_equal(lim.q, [-0.6, 0.0, 0.0])
+    assert lim.target is None and not np.any(lim.v) and lim.counters["tracking_reset"] == 1
+    assert not lim.observe(np.array([0.9, 0.9, 0.9]), 0.32, 0.0)  # 0 disables the check

@@ -12,22 +12,31 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from . import graph
 
 
-def _ros_args(spec: graph.NodeSpec, args) -> list[str]:
+def _ros_args(spec: graph.NodeSpec, args, overrides_dir: Path) -> list[str]:
     out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(args.config)]
     if args.namespace:
         out += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
-    for key, value in graph.overrides(spec, args.checkpoint, args.device, args.use_sim).items():
-        out += ["-p", f"{key}:={str(value).lower() if isinstance(value, bool) else value}"]
+    overrides = graph.overrides(spec, args.checkpoint, args.device, args.use_sim)
+    if overrides:
+        # A second parameter file under the node's own name: a plain `-p name:=value` is a /** wildcard,
+        # which loses against the node's section of the YAML (that is what launch_ros does too).
+        path = overrides_dir / f"{spec.name}.yaml"
+        path.write_text(json.dumps({spec.name: {"ros__parameters": overrides}}))   # JSON is valid YAML
+        out += ["--params-file", str(path)]
     return out
 
 
@@ -39,8 +48,9 @@ def _pump(name: str, stream) -> None:
 
 def up(args) -> int:
     procs = []
+    overrides_dir = Path(tempfile.mkdtemp(prefix="twinbrain-params-"))
     for spec in graph.nodes(args.use_sim, args.record):
-        cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args)
+        cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args, overrides_dir)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
         threading.Thread(target=_pump, args=(spec.name, proc.stdout), daemon=True).start()
         procs.append((spec.name, proc))
@@ -69,6 +79,24 @@ def up(args) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return code
+
+
+@contextlib.contextmanager
+def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", config: str | None = None):
+    """The graph (`twinbrain-ros up`) as a child process for tools (demo, benchmarks); stopped on exit."""
+    cmd = [sys.executable, "-m", "twinbrain_ros.cli", "up"] + (["--use-sim"] if use_sim else [])
+    cmd += ["--checkpoint", checkpoint] if checkpoint else []
+    cmd += ["--config", str(config)] if config else []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _one_shot(action: str, text: str = "", service: str = "") -> int:

@@ -14,14 +14,13 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .cli import running_graph
 
 
 class GraphRecorder:
@@ -164,34 +163,25 @@ def main(argv=None) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))   # never mix with another graph
 
-    cmd = [sys.executable, "-m", "twinbrain_ros.cli", "up", "--use-sim"]
-    if args.checkpoint:
-        cmd += ["--checkpoint", args.checkpoint]
-    log = open(out / "graph.log", "w")
-    graph = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    rec = GraphRecorder()
-    try:
-        print(f"starting sim + policy + safety (log: {out / 'graph.log'}) ...", flush=True)
-        deadline = time.monotonic() + args.startup_timeout
-        while not rec.commands and time.monotonic() < deadline and graph.poll() is None:
-            time.sleep(0.2)
-        if not rec.commands:
-            raise SystemExit(f"the graph produced no command within {args.startup_timeout:.0f} s; see {out / 'graph.log'}")
-        print(f"commands flowing; recording {args.seconds:.0f} s ...", flush=True)
-        with rec.lock:
-            rec.commands.clear(), rec.setpoints.clear(), rec.chunks.clear()
-        rec.recording = True
-        time.sleep(args.seconds)
-        rec.recording = False
-        diagnostics = dict(rec.diagnostics)
-    finally:
-        graph.send_signal(signal.SIGINT)
+    with running_graph(out / "graph.log", use_sim=True, checkpoint=args.checkpoint) as graph:
+        rec = GraphRecorder()
         try:
-            graph.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            graph.kill()
-        rec.close()
-        log.close()
+            print(f"starting sim + policy + safety (log: {out / 'graph.log'}) ...", flush=True)
+            deadline = time.monotonic() + args.startup_timeout
+            while not rec.commands and time.monotonic() < deadline and graph.poll() is None:
+                time.sleep(0.2)
+            if not rec.commands:
+                raise SystemExit(f"the graph produced no command within {args.startup_timeout:.0f} s; "
+                                 f"see {out / 'graph.log'}")
+            print(f"commands flowing; recording {args.seconds:.0f} s ...", flush=True)
+            with rec.lock:
+                rec.commands.clear(), rec.setpoints.clear(), rec.chunks.clear()
+            rec.recording = True
+            time.sleep(args.seconds)
+            rec.recording = False
+            diagnostics = dict(rec.diagnostics)
+        finally:
+            rec.close()
 
     from .sim.arm_sim import ARM_JOINTS
 

@@ -45,8 +45,6 @@ def default_config() -> Path:
 def overrides(spec: NodeSpec, checkpoint: str = "", device: str = "", use_sim: bool = False) -> dict:
     """Launch-argument overrides on top of the YAML, per node."""
     params: dict = {}
-    if use_sim:
-        params["use_sim_time"] = False   # the sim runs in real time and stamps with the wall clock
     if spec.name == "policy_node":
         if checkpoint:
             params["checkpoint"] = checkpoint

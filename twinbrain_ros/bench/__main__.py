@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control", "expert": "expert"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop"}
 
 
 def main(argv=None) -> None:

@@ -40,6 +40,9 @@ PARAMS = ROBOT + [
     Param("max_step", 0.0, "Largest position change per command; 0 disables it.", non_negative),
     Param("command_timeout", 0.3, "Watchdog: decelerate to a hold after this long without a valid command.",
           positive),
+    Param("max_tracking_error", 0.5, "If a measured joint is further than this from the last output (the arm "
+          "was pushed, collided or a simulator reset it), restart from the measured state and hold; 0 disables.",
+          non_negative),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
 ]
 
@@ -79,16 +82,18 @@ class SafetyNode(Node):
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            positions = self.limiter.order(msg.name, msg.position)
+        except CommandRejected as exc:
+            self.log("warn", "joint_states", f"joint_states unusable: {exc}")
+            return
         with self.lock:
-            if self.limiter.initialized:
-                return
-            try:
-                positions = self.limiter.order(msg.name, msg.position)
-            except CommandRejected as exc:
-                self.log("warn", "joint_states", f"joint_states unusable: {exc}")
-                return
-            self.limiter.reset(positions, self.now())
-        self.get_logger().info("limiter initialised from joint_states")
+            was_ready = self.limiter.initialized
+            reseeded = self.limiter.observe(positions, self.now(), self.p["max_tracking_error"])
+        if not was_ready:
+            self.get_logger().info("limiter initialised from joint_states")
+        elif reseeded:
+            self.log("warn", "tracking", "tracking error too large: restarted from the measured joint state")
 
     def _on_command(self, msg: JointTrajectory) -> None:
         if not msg.points:

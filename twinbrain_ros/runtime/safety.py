@@ -84,6 +84,19 @@ class SafetyLimiter:
         self.last_valid_time = now
         self.target = None
 
+    def observe(self, measured: np.ndarray, now: float, max_tracking_error: float | None) -> bool:
+        """Feed a measured joint state. Initialises the limiter, and re-seeds it (at rest, target dropped)
+        when the arm is further than ``max_tracking_error`` from the last output: commanding on from a
+        state the arm is not in would make the controller jump. Returns True when it re-seeded."""
+        if not self.initialized:
+            self.reset(measured, now)
+            return False
+        if max_tracking_error and np.max(np.abs(np.asarray(measured) - self.q)) > max_tracking_error:
+            self.reset(measured, now)
+            self.counters["tracking_reset"] += 1
+            return True
+        return False
+
     def latch_estop(self) -> None:
         if not self.estopped:
             self.counters["estop"] += 1

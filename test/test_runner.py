@@ -1,0 +1,30 @@
+"""The pip-only runner hands launch arguments to the nodes over the YAML, like launch_ros does."""
+
+import argparse
+
+import rclpy
+
+from twinbrain_ros import graph
+from twinbrain_ros.cli import _ros_args
+
+
+def test_checkpoint_and_device_override_the_yaml(tmp_path):
+    args = argparse.Namespace(config=str(graph.default_config()), namespace="", checkpoint="/ckpt/final",
+                              device="cuda:1", use_sim=True)
+    spec = next(n for n in graph.nodes(use_sim=True) if n.name == "policy_node")
+    context = rclpy.Context()
+    rclpy.init(context=context, args=_ros_args(spec, args, tmp_path))
+    try:
+        node = rclpy.create_node("policy_node", context=context)
+        node.declare_parameter("checkpoint", "")
+        node.declare_parameter("device", "auto")
+        node.declare_parameter("blend", "replace")
+        assert node.get_parameter("checkpoint").value == "/ckpt/final"
+        assert node.get_parameter("device").value == "cuda:1"
+        assert node.get_parameter("blend").value == "crossfade"      # still from config/arm.yaml
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    assert [n.name for n in graph.nodes(use_sim=False)] == ["policy_node", "safety_node"]
+    assert [n.name for n in graph.nodes(use_sim=True, record=True)] == ["sim_arm", "policy_node", "safety_node",
+                                                                          "recorder_node"]
