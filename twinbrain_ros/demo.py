@@ -197,6 +197,7 @@ def main(argv=None) -> None:
         "inference_p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
         "inference_p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
         "safety_interventions": {k.split(".", 1)[1]: int(v) for k, v in safety.items() if k.startswith("interventions.")},
+        "policy_rejected_chunks": diagnostics.get("twinbrain: policy", {}).get("rejected_chunks"),
         "task_success": diagnostics.get("twinbrain: sim_arm", {}).get("success"),
         "model": args.checkpoint or "tiny random weights (untrained: expect aimless, safe motion)",
     }

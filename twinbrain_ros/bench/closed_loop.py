@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -110,9 +109,10 @@ def main(argv=None) -> None:
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)
     sim.close()
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
-        fine_tuned = evaluate(trained, args.task, seeds, args.episode_seconds, Path(tmp))
-        baseline = evaluate(untrained, args.task, seeds, args.episode_seconds, Path(tmp))
+    logs = out / "eval"          # graph logs of both evaluations are kept for diagnosis
+    logs.mkdir(exist_ok=True)
+    fine_tuned = evaluate(trained, args.task, seeds, args.episode_seconds, logs)
+    baseline = evaluate(untrained, args.task, seeds, args.episode_seconds, logs)
     emit({"bench": "closed-loop", "task": args.task, "demonstrations": rec["episodes"], **train_info,
           "eval_seeds": f"{seeds[0]}..{seeds[-1]}", "fine_tuned": fine_tuned, "untrained": baseline,
           "scripted_expert": {"success_rate": round(expert, 3)}, "seconds": round(time.monotonic() - t0, 1)})
