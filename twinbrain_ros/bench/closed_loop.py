@@ -30,9 +30,10 @@ from ..train.trainer import TrainConfig, Trainer
 from .stats import emit
 
 
-def train_for(dataset: str, out: Path, minutes: float, steps_cap: int) -> tuple[str, str, dict]:
+def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_size: int) -> tuple[str, str, dict]:
     """Untrained (step 0) and fine-tuned checkpoints, training until the time budget is spent."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=1e-4, lr_head=1e-3,
+                      image_size=image_size,
                       warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16, noise_draws=4)
     trainer = Trainer(cfg)
     untrained = str(trainer.save(out / "untrained"))
@@ -95,6 +96,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-steps-cap", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
+    p.add_argument("--image-size", type=int, default=128, help="camera size the tiny model sees (16 tokens at 128)")
     p.add_argument("--out", default="out/closed-loop")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -104,7 +106,8 @@ def main(argv=None) -> None:
     t0 = time.monotonic()
     dataset = str(out / "dataset")
     rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
-    untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap)
+    untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
+                                               args.image_size)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)
@@ -113,6 +116,7 @@ def main(argv=None) -> None:
     logs.mkdir(exist_ok=True)
     fine_tuned = evaluate(trained, args.task, seeds, args.episode_seconds, logs)
     baseline = evaluate(untrained, args.task, seeds, args.episode_seconds, logs)
-    emit({"bench": "closed-loop", "task": args.task, "demonstrations": rec["episodes"], **train_info,
+    emit({"bench": "closed-loop", "task": args.task, "demonstrations": rec["episodes"], "image_size": args.image_size,
+          **train_info,
           "eval_seeds": f"{seeds[0]}..{seeds[-1]}", "fine_tuned": fine_tuned, "untrained": baseline,
           "scripted_expert": {"success_rate": round(expert, 3)}, "seconds": round(time.monotonic() - t0, 1)})

@@ -37,6 +37,7 @@ class TrainConfig:
     dataset: str
     out: str
     base_model_path: str = ""     # empty: the tiny random preset (CPU smoke runs, tests)
+    image_size: int = 0           # square camera size the model sees; 0 = the preset's / 224
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
@@ -75,6 +76,8 @@ class Trainer:
         cameras = [k.split(".", 2)[2] for k in self.dataset.video_keys]
         dims = dict(state_dim=feats["observation.state"]["shape"][0], action_dim=feats["action"]["shape"][0],
                     camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws)
+        if cfg.image_size:
+            dims["image_size"] = [cfg.image_size, cfg.image_size]
         normalization = normalization_from_stats(self.dataset)
         if cfg.base_model_path:
             base = load_base(cfg.base_model_path)
