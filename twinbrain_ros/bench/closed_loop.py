@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-steps-cap", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
-    p.add_argument("--image-size", type=int, default=128, help="camera size the tiny model sees (16 tokens at 128)")
+    p.add_argument("--image-size", type=int, default=64, help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
     p.add_argument("--out", default="out/closed-loop")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
