@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
 from diagnostic_msgs.msg import DiagnosticArray
@@ -33,7 +32,8 @@ from ..runtime.safety import CommandRejected, SafetyLimiter
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
-from .ros_convert import image_msg_to_rgb, joint_trajectory, pose_stamped, sec_to_stamp, stamp_to_sec
+from .ros_convert import joint_trajectory, pose_stamped, sec_to_stamp
+from .sensor_inputs import SensorInputs
 
 PARAMS = ROBOT + [
     Param("camera_names", ["front"], "Camera names, in the order the model sees them.", non_empty),
@@ -94,7 +94,7 @@ class PolicyNode(Node):
         self.wake = threading.Condition(self.lock)
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
                       "chunks": 0,
-                      "rejected_chunks": 0, "frames": 0, "bad_frames": 0, "model_errors": 0}
+                      "rejected_chunks": 0, "model_errors": 0}
         self.model_error: str | None = None
         self.refusal = "starting"
         self.last_obs_stamp = None
@@ -104,12 +104,8 @@ class PolicyNode(Node):
         self._published_stamp = None  # observation stamp of the chunk the last setpoint came from
 
         sensors = MutuallyExclusiveCallbackGroup()
-        for name, topic in zip(p["camera_names"], p["camera_topics"]):
-            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
-            self.create_subscription(msg_type, topic, lambda m, n=name: self._on_image(n, m),
-                                     qos_profile_sensor_data, callback_group=sensors)
-        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state,
-                                 qos_profile_sensor_data, callback_group=sensors)
+        self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
+                                   on_observation=self._on_observation, callback_group=sensors)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, p["instruction_topic"], self._on_instruction, latched, callback_group=sensors)
 
@@ -171,27 +167,10 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # -- inputs (never wait on the model) --------------------------------------------------------
-    def _on_image(self, camera: str, msg) -> None:
-        try:
-            rgb = image_msg_to_rgb(msg)
-        except ValueError as exc:
-            self.stats["bad_frames"] += 1
-            self.log("warn", f"camera:{camera}", f"camera {camera}: {exc}")
-            return
-        with self.lock:
-            self.stats["frames"] += 1
-            obs = self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)
-            if obs is not None:
-                self._synced_at = {obs.stamp: self.now()}
-                self.wake.notify()
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        stamp = stamp_to_sec(msg.header.stamp) or self.now()
-        try:
-            with self.lock:
-                self.sync.add_joint_state(stamp, msg.name, msg.position)
-        except ValueError as exc:
-            self.log("warn", "joint_states", f"joint_states: {exc}")
+    def _on_observation(self, obs) -> None:
+        """A frame completed an observation (called under the lock): wake the inference worker."""
+        self._synced_at = {obs.stamp: self.now()}
+        self.wake.notify()
 
     def _on_instruction(self, msg: String) -> None:
         with self.lock:
@@ -333,7 +312,7 @@ class PolicyNode(Node):
             "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
             "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
             "chunks": self.stats["chunks"], "rejected_chunks": self.stats["rejected_chunks"],
-            "frames": self.stats["frames"], "bad_frames": self.stats["bad_frames"],
+            "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",
             "refusal": self.refusal, "device": self.policy.device,
         }

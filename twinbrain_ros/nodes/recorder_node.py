@@ -18,7 +18,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -27,7 +27,8 @@ from ..data.lerobot_v3 import DatasetError, LeRobotV3Writer, Schema
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, non_empty, one_of, positive
-from .ros_convert import image_msg_to_rgb, sec_to_stamp, stamp_to_sec
+from .ros_convert import sec_to_stamp
+from .sensor_inputs import SensorInputs
 
 PARAMS = [p for p in ROBOT if p.name == "joint_names"] + [
     Param("camera_names", ["front", "wrist"], "Cameras to record, in order.", non_empty),
@@ -58,17 +59,17 @@ class RecorderNode(Node):
         size = (p["image_height"], p["image_width"])
         self.schema = Schema(p["fps"], {c: size for c in p["camera_names"]}, names, names)
         self.writer = LeRobotV3Writer(p["dataset_dir"], self.schema, p["robot_type"], p["codec"])
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()           # synchronizer + latest command (sensor callbacks)
+        self.episode_lock = threading.Lock()   # writer, recording state, counters: video encoding and file I/O
+        #                                        happen under this one only, so sensor callbacks never wait on them
         self.command: np.ndarray | None = None
         self.recording = False
         self.error = ""
         self.counts = {"frames": 0, "dropped_frames": 0, "episodes_this_run": 0}
         self._last_stamp = None
 
-        for cam, topic in zip(p["camera_names"], p["camera_topics"]):
-            msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
-            self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
-        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data)
+        self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
+                                   frame_size=size)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(String, p["instruction_topic"], lambda m: self.sync.set_instruction(m.data), latched)
         if p["command_type"] == "joint_state":
@@ -90,26 +91,6 @@ class RecorderNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # -- inputs -------------------------------------------------------------------------------------
-    def _on_image(self, camera, msg) -> None:
-        try:
-            rgb = image_msg_to_rgb(msg)
-        except ValueError as exc:
-            self.log("warn", f"camera:{camera}", f"camera {camera}: {exc}")
-            return
-        h, w = self.schema.cameras[camera]
-        if rgb.shape[:2] != (h, w):
-            import cv2
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        with self.lock:
-            self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)
-
-    def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            with self.lock:
-                self.sync.add_joint_state(stamp_to_sec(msg.header.stamp) or self.now(), msg.name, msg.position)
-        except ValueError as exc:
-            self.log("warn", "joint_states", f"joint_states: {exc}")
-
     def _on_command(self, names, positions) -> None:
         pos = dict(zip(names, positions))
         if all(n in pos for n in self.schema.action_names):
@@ -118,11 +99,12 @@ class RecorderNode(Node):
 
     # -- services -------------------------------------------------------------------------------------
     def _on_start(self, request, response):
-        with self.lock:
+        with self.episode_lock:
             if self.recording:
                 response.success, response.message = False, "already recording; stop or discard first"
                 return response
-            task = self.sync.instruction
+            with self.lock:
+                task = self.sync.instruction
             if not task:
                 response.success, response.message = False, "no instruction received: it is the episode's task"
                 return response
@@ -137,7 +119,7 @@ class RecorderNode(Node):
         return response
 
     def _on_stop(self, request, response):
-        with self.lock:
+        with self.episode_lock:
             if not self.recording:
                 response.success, response.message = False, "not recording"
                 return response
@@ -156,7 +138,7 @@ class RecorderNode(Node):
         return response
 
     def _on_discard(self, request, response):
-        with self.lock:
+        with self.episode_lock:
             was = self.recording
             self.recording = False
             self.writer.discard_episode()
@@ -170,15 +152,17 @@ class RecorderNode(Node):
         while not self._stop.is_set() and self.context.ok():
             time.sleep(max(0.0, deadline - time.monotonic()))
             deadline += period
-            with self.lock:
+            with self.episode_lock:
                 if not self.recording:
                     continue
-                obs, _ = self.sync.latest(self.now())
-                if obs is None or obs.stamp == self._last_stamp or self.command is None:
+                with self.lock:
+                    obs, _ = self.sync.latest(self.now())
+                    command = None if self.command is None else self.command.copy()
+                if obs is None or obs.stamp == self._last_stamp or command is None:
                     self.counts["dropped_frames"] += 1       # nothing new to record: never invent a frame
                     continue
                 try:
-                    self.writer.add_frame(obs.images, obs.state, self.command, obs.stamp)
+                    self.writer.add_frame(obs.images, obs.state, command, obs.stamp)
                 except (DatasetError, OSError) as exc:    # e.g. disk full: stop, keep what is finalized
                     self.error = f"recording stopped: {exc}"
                     self.recording = False

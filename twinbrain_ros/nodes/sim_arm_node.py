@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -154,17 +154,17 @@ class SimArmNode(Node):
             self.sim.set_targets(target)
             self.sim.step(dt)
             stamp = sec_to_stamp(self.now())
-            self.js_pub.publish(JointState(header=_header(stamp), name=ARM_JOINTS,
+            self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
                                            position=self.sim.joint_positions().tolist(),
                                            velocity=self.sim.joint_velocities().tolist()))
             if self.expert is not None:
-                self.leader_pub.publish(JointState(header=_header(stamp), name=ARM_JOINTS, position=target.tolist()))
+                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS, position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
                 for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
                     rgb = self.sim.render(cam)
                     h, w, _ = rgb.shape
-                    pub.publish(Image(header=_header(sec_to_stamp(self.now())), height=h, width=w,
+                    pub.publish(Image(header=Header(stamp=sec_to_stamp(self.now())), height=h, width=w,
                                       encoding="rgb8", step=w * 3,
                                       # array.array is taken as-is; bytes are checked element by element (6x slower)
                                       data=array.array("B", rgb.tobytes())))
@@ -191,11 +191,6 @@ class SimArmNode(Node):
         self._stop.set()
         self.thread.join(timeout=5.0)
         return super().destroy_node()
-
-
-def _header(stamp):
-    from std_msgs.msg import Header
-    return Header(stamp=stamp)
 
 
 def main(args=None):
