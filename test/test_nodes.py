@@ -11,6 +11,8 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ros_harness import RosGraph
+from test_safety_limiter import check_outputs
+from twinbrain_ros.runtime.safety import SafetyLimiter
 from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.nodes.ros_convert import duration_to_sec, stamp_to_sec
 from twinbrain_ros.nodes.safety_node import SafetyNode
@@ -139,17 +141,9 @@ def _send(pub, names, positions):
     pub.publish(JointTrajectory(joint_names=list(names), points=[JointTrajectoryPoint(positions=[float(p) for p in positions])]))
 
 
-def _check_limits(outputs, limits, period=0.01):
-    q = np.array([m.points[0].positions for m in outputs])
-    lo = np.array([lim.lower for lim in limits]) + 0.01 - 1e-9
-    hi = np.array([lim.upper for lim in limits]) - 0.01 + 1e-9
-    assert np.all(np.isfinite(q)) and np.all(q >= lo) and np.all(q <= hi)
-    v = np.diff(q, axis=0) / period
-    assert np.all(np.abs(v) <= np.array([lim.max_velocity for lim in limits]) + 1e-6)
-    a = np.diff(v, axis=0) / period
-    bad = np.argwhere(np.abs(a) > np.array([lim.max_acceleration for lim in limits]) + 1e-6)
-    assert bad.size == 0, f"acceleration violated at (sample, joint) {bad[:5].tolist()}: " + "; ".join(
-        f"q={np.round(q[i:i + 4, j], 5).tolist()}" for i, j in bad[:3])
+def _check_limits(outputs, limits):
+    """Every controller output within the YAML limits (margin 0.01), checked like the limiter's unit tests."""
+    check_outputs([m.points[0].positions for m in outputs], SafetyLimiter(limits, 0.01, position_margin=0.01))
 
 
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):

@@ -19,7 +19,7 @@ from .normalization import Normalization
 CONFIG_FILE, WEIGHTS_FILE, NORM_FILE = "config.json", "model.safetensors", "normalization.json"
 
 
-def save_checkpoint(directory: str | Path, model, normalization: Normalization, extra_config: dict | None = None) -> Path:
+def save_checkpoint(directory: str | Path, model, normalization: Normalization) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory / CONFIG_FILE)

@@ -69,9 +69,13 @@ def declare(node, specs: list[Param]) -> dict:
             if problem:
                 problems.append(f"{spec.name}={value!r}: {problem}")
         values[spec.name] = value
-    if problems:
-        raise ParameterError(f"{node.get_name()}: invalid parameters:\n  - " + "\n  - ".join(problems))
+    _raise_if(problems, node.get_name())
     return values
+
+
+def _raise_if(problems: list[str], node_name: str) -> None:
+    if problems:
+        raise ParameterError(f"{node_name}: invalid parameters:\n  - " + "\n  - ".join(problems))
 
 
 def joint_limits(values: dict, node_name: str = "node") -> list[JointLimit]:
@@ -83,11 +87,10 @@ def joint_limits(values: dict, node_name: str = "node") -> list[JointLimit]:
             problems.append(f"{key} has {len(values[key])} values for {len(names)} joints {names}")
     if len(set(names)) != len(names):
         problems.append(f"joint_names has duplicates: {names}")
-    if problems:
-        raise ParameterError(f"{node_name}: invalid parameters:\n  - " + "\n  - ".join(problems))
+    _raise_if(problems, node_name)
     try:
         return [JointLimit(n, float(lo), float(hi), float(v), float(a), float(j) if j > 0 else None)
                 for n, lo, hi, v, a, j in zip(names, values["joint_lower"], values["joint_upper"],
                                               values["max_velocity"], values["max_acceleration"], values["max_jerk"])]
     except ValueError as exc:
-        raise ParameterError(f"{node_name}: invalid parameters:\n  - {exc}") from None
+        _raise_if([str(exc)], node_name)

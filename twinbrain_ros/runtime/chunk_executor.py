@@ -47,9 +47,6 @@ class ChunkExecutor:
             self._times = np.array([now])
             self._values = np.asarray(hold, np.float64).reshape(1, self.dim)
 
-    def end_time(self) -> float | None:
-        return None if self._times is None else float(self._times[-1])
-
     def _evaluate(self, times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
         # Piecewise-linear in time; before the first step hold the first value, after the last hold the last.
         return np.stack([np.interp(t, times, values[:, d]) for d in range(self.dim)], axis=-1)

@@ -64,9 +64,6 @@ class JointStateBuffer:
     def latest_stamp(self) -> float | None:
         return self._stamps[-1] if self._stamps else None
 
-    def latest(self) -> np.ndarray | None:
-        return self._values[-1].copy() if self._values else None
-
     def lookup(self, stamp: float, max_gap: float) -> tuple[np.ndarray | None, str]:
         """Positions at ``stamp`` (interpolated) or (None, reason)."""
         if not self._stamps:
