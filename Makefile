@@ -12,7 +12,8 @@ export PYTHONUNBUFFERED := 1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+# setup.py also generates msg/ + srv/ with rosidl (cmake), hence the interface files as prerequisites.
+$(STAMP): requirements.txt setup.py CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -32,4 +33,4 @@ closed-loop: $(STAMP)   # a benchmark (~25 min on 2 cores): record -> fine-tune 
 	$(VENV)/bin/twinbrain-bench closed-loop --out out/closed-loop
 
 clean:
-	rm -rf out build install log *.egg-info
+	rm -rf out build install log *.egg-info twinbrain_ros/msg twinbrain_ros/srv twinbrain_ros/*.so

@@ -14,7 +14,8 @@ from ros_harness import RosGraph
 from test_safety_limiter import check_outputs
 from twinbrain_ros.runtime.safety import SafetyLimiter
 from twinbrain_ros.nodes.policy_node import PolicyNode
-from twinbrain_ros.nodes.ros_convert import duration_to_sec, stamp_to_sec
+from twinbrain_ros.msg import ActionChunk, SafetyStatus
+from twinbrain_ros.nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
 from twinbrain_ros.nodes.safety_node import SafetyNode
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
@@ -51,7 +52,7 @@ def _limits():
 def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tiny_base_dirs):
     commands = graph.record(JointTrajectory, "/twinbrain/joint_command")
     controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
-    chunks = graph.record(JointTrajectory, "/policy_node/chunk")
+    chunks = graph.record(ActionChunk, "/policy_node/chunk")
     diags = graph.record(DiagnosticArray, "/diagnostics")
     _policy_node(graph, tiny_base_dirs)
     graph.add(SafetyNode(context=graph.context))
@@ -66,7 +67,12 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     stamps = np.array([stamp_to_sec(m.header.stamp) for m in commands.messages[-150:]])
     assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.25)
     # every chunk has H x 7 actions stamped with its observation; the controller sees JTC "start now"
-    assert len(chunks.messages[-1].points) == 16 and chunks.messages[-1].joint_names == JOINTS
+    chunk = chunks.messages[-1]
+    assert (chunk.mode, chunk.horizon, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 16, 7, JOINTS)
+    assert action_chunk_array(chunk).shape == (16, 7) and chunk.instruction == "pick up the red cube"
+    assert duration_to_sec(chunk.step_period) == pytest.approx(0.1) and duration_to_sec(chunk.inference_latency) > 0
+    # stamped with the observation it was computed from: a camera stamp from the past, not publish time
+    assert 0 < stamp_to_sec(chunk.header.stamp) < graph.io.get_clock().now().nanoseconds * 1e-9
     msg = controller.messages[-1]
     assert stamp_to_sec(msg.header.stamp) == 0.0 and msg.joint_names == JOINTS
     assert duration_to_sec(msg.points[0].time_from_start) == pytest.approx(0.01)
@@ -90,17 +96,17 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
 
 
 def test_new_instruction_replans(graph, tiny_base_dirs):
-    chunks = graph.record(JointTrajectory, "/policy_node/chunk")
+    chunks = graph.record(ActionChunk, "/policy_node/chunk")
     diags = graph.record(DiagnosticArray, "/diagnostics")
     _policy_node(graph, tiny_base_dirs, diagnostics_period=0.2)
     graph.start_feed()
     graph.publish_instruction("pick up the red cube")
     assert graph.wait_for(lambda: chunks.count() > 2)
-    first = np.array([p.positions for p in chunks.messages[-1].points])
+    first = action_chunk_array(chunks.messages[-1])
     t_switch = time.monotonic()
     graph.publish_instruction("push the blue cube to the left")
     assert graph.wait_for(lambda: len(chunks.since(t_switch + 0.3)) > 1)
-    after = np.array([p.positions for p in chunks.since(t_switch + 0.3)[-1].points])
+    after = action_chunk_array(chunks.since(t_switch + 0.3)[-1])
     assert not np.allclose(first, after), "the chunk did not change with the instruction"
     assert graph.wait_for(lambda: _status(diags, "twinbrain: policy")[1].get("instruction") == "push the blue cube to the left")
 
@@ -149,6 +155,7 @@ def _check_limits(outputs, limits):
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
     diags = graph.record(DiagnosticArray, "/diagnostics")
+    statuses = graph.record(SafetyStatus, "/safety_node/status")
     # the synthetic robot does not follow commands: tracking-error re-seeding would mask the limiter under test
     graph.add(SafetyNode(context=graph.context, parameter_overrides=[Parameter("diagnostics_period", value=0.2),
                                                                      Parameter("max_tracking_error", value=0.0)]))
@@ -185,6 +192,17 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     status, values = _status(diags, "twinbrain: safety")
     for kind in ("interventions.nan", "interventions.unknown_joint", "interventions.position", "interventions.watchdog"):
         assert int(values.get(kind, 0)) > 0, kind
+    # SafetyStatus: per-joint flags of the limits that acted, counters, watchdog state
+    assert any(np.any(np.asarray(m.limit_flags) & SafetyStatus.LIMIT_POSITION) for m in statuses.messages)
+    assert any(np.any(np.asarray(m.limit_flags) & SafetyStatus.LIMIT_VELOCITY) for m in statuses.messages)
+    last = statuses.messages[-1]
+    assert last.ready and last.watchdog_active and not last.estop_active and last.joint_names == JOINTS
+    counters = dict(zip(last.counter_names, last.counter_values))
+    assert counters["nan"] > 0 and counters["unknown_joint"] > 0
+    assert last.rejected_commands == counters["nan"] + counters["unknown_joint"]   # the flood's only refusals
+    assert last.limited_commands > 0 and last.watchdog_trips >= 1 and last.last_rejection
+    n_status = statuses.count()
+    assert graph.wait_for(lambda: statuses.count() >= n_status + 2, 5.0), "no periodic SafetyStatus while nothing changes"
 
     # e-stop by topic latches; a False on the topic does not release; commands are refused until release
     estop_pub.publish(Bool(data=True))
@@ -197,6 +215,7 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     time.sleep(0.2)
     assert controller.count() == n, "commands passed while the e-stop was latched"
     assert _status(diags, "twinbrain: safety")[1].get("estop") == "True"
+    assert statuses.messages[-1].estop_active and statuses.messages[-1].estop_latches == 1
     assert graph.call(Trigger, "/safety_node/release").success
     for _ in range(30):
         _send(pub, JOINTS, [0.3] * 6 + [0.02])

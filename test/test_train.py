@@ -45,6 +45,11 @@ def test_training_loss_falls_and_the_checkpoint_deploys(dataset, tmp_path):
     base = load_base(policy.config.base_model_path).model.state_dict()
     for name, tensor in policy.model.left.state_dict().items():
         assert torch.equal(tensor, base[name]), name
+    # ... so it answers questions exactly as before fine-tuning (~/ask)
+    untrained = TwinBrainPolicy.from_base(load_base(policy.config.base_model_path), policy.config)
+    frames = {"front": np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)}
+    question = "Where is the green cube?"
+    assert policy.answer_ids(frames, question, 12) == untrained.answer_ids(frames, question, 12)
 
 
 def test_resume_continues_identically(dataset, tmp_path):

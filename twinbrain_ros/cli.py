@@ -132,6 +132,32 @@ def _one_shot(action: str, text: str = "", service: str = "") -> int:
         rclpy.try_shutdown()
 
 
+def _ask(question: str, cameras: list[str], max_new_tokens: int, timeout: float) -> int:
+    """Call policy_node's ~/ask and print the Left brain's answer."""
+    import rclpy
+
+    from .srv import Ask
+
+    rclpy.init()
+    node = rclpy.create_node("twinbrain_cli")
+    try:
+        client = node.create_client(Ask, "/policy_node/ask")
+        if not client.wait_for_service(timeout_sec=5.0):
+            print("/policy_node/ask is not available", file=sys.stderr)
+            return 1
+        future = client.call_async(Ask.Request(question=question, cameras=cameras, max_new_tokens=max_new_tokens))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+        result = future.result()
+        if result is None or not result.success:
+            print(f"no answer: {result.message if result else 'timed out'}", file=sys.stderr)
+            return 1
+        print(result.answer)
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="twinbrain-ros", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,7 +176,14 @@ def main(argv=None) -> None:
     sub.add_parser("release", help="release the e-stop")
     p_rec = sub.add_parser("record", help="recorder episodes: start | stop | discard")
     p_rec.add_argument("action", choices=["start", "stop", "discard"])
+    p_ask = sub.add_parser("ask", help="ask the frozen Left brain about what the cameras see")
+    p_ask.add_argument("question")
+    p_ask.add_argument("--camera", action="append", default=[], help="camera name (repeat; default: all)")
+    p_ask.add_argument("--max-new-tokens", type=int, default=0)
+    p_ask.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    if args.command == "ask":
+        sys.exit(_ask(args.question, args.camera, args.max_new_tokens, args.timeout))
     if args.command == "up":
         sys.exit(up(args))
     if args.command == "record":

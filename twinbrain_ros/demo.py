@@ -35,6 +35,8 @@ class GraphRecorder:
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
 
+        from .msg import ActionChunk
+
         rclpy.init()
         self.node = rclpy.create_node("demo_recorder")
         self.lock = threading.Lock()
@@ -46,7 +48,7 @@ class GraphRecorder:
         n.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data)
         n.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory", self._on_command, 1000)
         n.create_subscription(JointTrajectory, "/twinbrain/joint_command", self._on_setpoint, 1000)
-        n.create_subscription(JointTrajectory, "/policy_node/chunk", self._on_chunk, 100)
+        n.create_subscription(ActionChunk, "/policy_node/chunk", self._on_chunk, 100)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), latched)

@@ -101,9 +101,11 @@ def _token_ids(tokenizer) -> dict:
 def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, layers: int = 2):
     """A tiny random config of the real architecture (same code paths: M-RoPE, GQA, DeepStack, windows)."""
     heads, kv_heads, head_dim = 4, 2, hidden // 4
+    # initializer_range 0.2 (not 0.02): at the default the random tiny LM emits one token forever, so its
+    # greedy answers would not depend on the image or question and could not be told apart in tests.
     text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                head_dim=head_dim, max_position_embeddings=4096, tie_word_embeddings=True)
+                head_dim=head_dim, max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=0.2)
     text.update({k: token_ids[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in token_ids})
     if kind == "qwen3_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
@@ -111,13 +113,15 @@ def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, l
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                       patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                       deepstack_visual_indexes=[0, 1], num_position_embeddings=196)
-        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
+                             initializer_range=0.2, **token_ids)
     if kind == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                       fullatt_block_indexes=[1])
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
+                                initializer_range=0.2, **token_ids)
     raise ValueError(f"unknown backbone kind {kind!r}; choose one of {sorted(BACKBONES)}")
 
 

@@ -118,3 +118,21 @@ class TwinBrainPolicy:
     def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
         """One observation -> (H, action_dim) action chunk in robot units."""
         return self.predict_batch([Observation(images, state, instruction)], seed=seed, steps=steps)[0]
+
+    # -- the Left brain as the VLM it is ---------------------------------------------------------
+    @torch.no_grad()
+    def answer_ids(self, images: dict[str, np.ndarray], question: str, max_new_tokens: int = 64) -> list[int]:
+        """Token ids the frozen Left brain generates for ``question`` about ``images`` (name -> RGB frame).
+        The base VLM's ordinary ``generate``, greedy so the same scene and question give the same answer."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        inputs = to_device(self.processor.encode_question(images, question), self.device, self.dtype)
+        tokenizer = self.processor.left_tokenizer
+        out = self.model.left.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+    def ask(self, images: dict[str, np.ndarray], question: str, max_new_tokens: int = 64) -> str:
+        """The Left brain's answer as text (special tokens removed)."""
+        ids = self.answer_ids(images, question, max_new_tokens)
+        return self.processor.left_tokenizer.decode(ids, skip_special_tokens=True).strip()

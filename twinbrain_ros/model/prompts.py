@@ -21,6 +21,15 @@ from .configuration_twinbrain import LEFT_SYSTEM_PROMPT, STATE_TOKEN, TwinBrainC
 IMAGE_PLACEHOLDER = "<|image_pad|>"
 
 
+def check_rgb(name: str, img) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"camera {name!r}: expected an HxWx3 uint8 RGB image, got shape {img.shape} dtype {img.dtype}")
+    if min(img.shape[:2]) < 16:
+        raise ValueError(f"camera {name!r}: image {img.shape[1]}x{img.shape[0]} is too small (min 16 px)")
+    return img
+
+
 def make_right_tokenizer(tokenizer):
     """The Right brain's tokenizer: the base one plus the state placeholder (Left's stays untouched)."""
     right = copy.deepcopy(tokenizer)
@@ -53,12 +62,7 @@ class PromptProcessor:
             raise ValueError(f"expected {len(names)} camera image(s) {names}, got {len(images)}")
         out = []
         for name, img in zip(names, images):
-            img = np.asarray(img)
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"camera {name!r}: expected an HxWx3 uint8 RGB image, got "
-                                 f"shape {img.shape} dtype {img.dtype}")
-            if min(img.shape[:2]) < 16:
-                raise ValueError(f"camera {name!r}: image {img.shape[1]}x{img.shape[0]} is too small (min 16 px)")
+            img = check_rgb(name, img)
             h, w = self.config.image_size
             if img.shape[:2] != (h, w):
                 img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
@@ -89,6 +93,8 @@ class PromptProcessor:
         return [{"role": "system", "content": LEFT_SYSTEM_PROMPT}, {"role": "user", "content": content}]
 
     def _tokenize(self, tokenizer, texts: list[str], tokens_per_image: list[int]) -> dict:
+        """Tokenize, with each image placeholder repeated once per merged vision patch (what the Qwen-VL
+        processors do)."""
         expanded, k = [], 0
         for text in texts:
             parts = text.split(IMAGE_PLACEHOLDER)
@@ -116,6 +122,25 @@ class PromptProcessor:
             out[side]["pixel_values"] = vision["pixel_values"]
             out[side]["image_grid_thw"] = vision["image_grid_thw"]
         return out
+
+
+    def encode_question(self, images: dict[str, np.ndarray], question: str) -> dict:
+        """A plain chat turn for the Left brain (``TwinBrainPolicy.ask``): the base model's own chat
+        template, no system prompt of ours, the camera frames as they are (the image processor sizes
+        them), then the generation prompt."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        frames = [check_rgb(name, img) for name, img in images.items()]
+        content = [{"type": "image"} for _ in frames] + [{"type": "text", "text": question.strip()}]
+        text = self.left_tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                       add_generation_prompt=True)
+        if not frames:
+            return self._tokenize(self.left_tokenizer, [text], [])
+        vision = self.image_processor(images=frames, return_tensors="pt")
+        merge = self.image_processor.merge_size ** 2
+        inputs = self._tokenize(self.left_tokenizer, [text], [int(g.prod()) // merge for g in vision["image_grid_thw"]])
+        inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
+        return inputs
 
 
 def to_device(inputs: dict, device, dtype=None) -> dict:

@@ -21,18 +21,21 @@ from pathlib import Path
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.task import Future
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 
+from ..msg import ActionChunk
+from ..srv import Ask
 from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
 from ..runtime.safety import CommandRejected, SafetyLimiter
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
-from .ros_convert import joint_trajectory, pose_stamped, sec_to_stamp
+from .ros_convert import EE_DIMENSIONS, action_chunk, joint_trajectory, pose_stamped, sec_to_stamp
 from .sensor_inputs import SensorInputs
 
 PARAMS = ROBOT + [
@@ -61,6 +64,7 @@ PARAMS = ROBOT + [
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
     Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
+    Param("ask_max_new_tokens", 64, "~/ask: default answer length limit (tokens) of the Left brain.", positive),
     Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
           "control loop and callbacks.", non_negative),
     Param("control_thread_priority", 50, "SCHED_FIFO priority of the control-loop thread (as ros2_control "
@@ -93,8 +97,7 @@ class PolicyNode(Node):
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
-                      "chunks": 0,
-                      "rejected_chunks": 0, "model_errors": 0}
+                      "chunks": 0, "rejected_chunks": 0, "model_errors": 0}
         self.model_error: str | None = None
         self.refusal = "starting"
         self.last_obs_stamp = None
@@ -114,7 +117,9 @@ class PolicyNode(Node):
         else:
             self.pose_pub = self.create_publisher(PoseStamped, p["pose_topic"], 10)
             self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
-        self.chunk_pub = self.create_publisher(JointTrajectory, "~/chunk", 10)
+        self.chunk_pub = self.create_publisher(ActionChunk, "~/chunk", 10)
+        self._questions = deque()   # (request, future) for the worker; answered between inferences
+        self.create_service(Ask, "~/ask", self._on_ask, callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
@@ -188,7 +193,13 @@ class PolicyNode(Node):
     def _inference_loop(self) -> None:
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             with self.lock:
-                self.wake.wait(timeout=0.05)
+                if not self._questions:
+                    self.wake.wait(timeout=0.05)
+                question = self._questions.popleft() if self._questions else None
+            if question is not None:
+                self._answer(*question)   # takes one inference slot; the control loop runs on meanwhile
+                continue
+            with self.lock:
                 obs, reason = self.sync.latest(self.now())
                 version = self.sync.instruction_version
                 if obs is None or (obs.stamp, version) == self._inferred:
@@ -217,6 +228,39 @@ class PolicyNode(Node):
             self._accept_chunk(chunk, obs.stamp, version, latency,
                                {"synced": synced, "started": started, "finished": started + latency})
 
+    # -- ~/ask: the frozen Left brain answers questions about the cameras ----------------------
+    async def _on_ask(self, request, response):
+        """Queue the question for the inference worker and wait without blocking the executor."""
+        done = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)   # completion then schedules a task, which wakes the executor
+        with self.lock:
+            self._questions.append((request, done))
+            self.wake.notify()
+        success, answer, message, stamp = await done
+        response.success, response.answer, response.message = success, answer, message
+        response.observation_stamp = sec_to_stamp(stamp)
+        return response
+
+    def _answer(self, request, done: Future) -> None:
+        cameras = list(request.cameras) or list(self.p["camera_names"])
+        unknown = sorted(set(cameras) - set(self.p["camera_names"]))
+        with self.lock:
+            obs, reason = self.sync.latest_frames(self.now())
+        if unknown:
+            done.set_result((False, "", f"unknown camera(s) {unknown}; configured: {self.p['camera_names']}", 0.0))
+            return
+        if obs is None:
+            done.set_result((False, "", f"no fresh camera frames: {reason}", 0.0))
+            return
+        try:
+            answer = self.policy.ask({c: obs.images[c] for c in cameras}, request.question,
+                                     request.max_new_tokens or self.p["ask_max_new_tokens"])
+        except Exception as exc:   # noqa: BLE001 - a bad question must not take the node down
+            self.log("warn", "ask", f"~/ask failed: {type(exc).__name__}: {exc}")
+            done.set_result((False, "", f"{type(exc).__name__}: {exc}", obs.stamp))
+            return
+        done.set_result((True, answer, "", obs.stamp))
+
     def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
             try:
@@ -238,8 +282,12 @@ class PolicyNode(Node):
             self.stats["chunks"] += 1
             self.last_obs_stamp = stamp
             self._trace = {stamp: dict(trace, accepted=now)}
-        msg = joint_trajectory(self.joint_names, chunk, sec_to_stamp(stamp), self.p["chunk_step_period"], 0.0)
-        self.chunk_pub.publish(msg)
+            instruction = self.sync.instruction
+        joint = self.p["output_mode"] == "joint"
+        self.chunk_pub.publish(action_chunk(chunk, sec_to_stamp(stamp),
+                                            self.joint_names if joint else EE_DIMENSIONS[:chunk.shape[1]],
+                                            self.p["chunk_step_period"], latency, instruction,
+                                            "" if joint else self.p["base_frame"]))
 
     # -- control loop ----------------------------------------------------------------------------
     def _raise_priority(self) -> None:
@@ -311,7 +359,8 @@ class PolicyNode(Node):
             "inference_latency_max_ms": f"{lat.max():.1f}" if lat.size else "n/a",
             "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
             "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
-            "chunks": self.stats["chunks"], "rejected_chunks": self.stats["rejected_chunks"],
+            "chunks": self.stats["chunks"],
+            "rejected_chunks": self.stats["rejected_chunks"],
             "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",
             "refusal": self.refusal, "device": self.policy.device,

@@ -9,6 +9,8 @@ from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import PoseStamped
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..msg import ActionChunk
+
 from ..runtime.images import compressed_to_rgb, image_to_rgb
 
 
@@ -46,6 +48,25 @@ def joint_trajectory(names, positions_rows, stamp: Time, step_period: float, fir
         msg.points.append(JointTrajectoryPoint(positions=[float(x) for x in row],
                                                time_from_start=sec_to_duration(first_offset + k * step_period)))
     return msg
+
+
+EE_DIMENSIONS = ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
+
+
+def action_chunk(chunk: np.ndarray, stamp: Time, names, step_period: float, latency: float, instruction: str,
+                 frame_id: str = "") -> ActionChunk:
+    """An (H, D) chunk as twinbrain_ros/ActionChunk; ``frame_id`` set means end-effector actions."""
+    chunk = np.asarray(chunk, np.float64)
+    msg = ActionChunk(mode=ActionChunk.MODE_END_EFFECTOR if frame_id else ActionChunk.MODE_JOINT_POSITION,
+                      joint_names=list(names), step_period=sec_to_duration(step_period),
+                      inference_latency=sec_to_duration(latency), instruction=instruction or "",
+                      horizon=chunk.shape[0], action_dim=chunk.shape[1], actions=chunk.reshape(-1).tolist())
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def action_chunk_array(msg: ActionChunk) -> np.ndarray:
+    return np.asarray(msg.actions, np.float64).reshape(msg.horizon, msg.action_dim)
 
 
 def euler_to_quaternion(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:

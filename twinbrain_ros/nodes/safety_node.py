@@ -5,6 +5,8 @@ is published at control rate on the controller's topic (joint_trajectory_control
 header.stamp = 0, i.e. start now). Watchdog: no valid command for ``command_timeout`` -> decelerate
 to a hold. E-stop: the ``~/estop`` service or a True on the volatile ``~/estop`` topic latches it;
 only the ``~/release`` service releases it. End-effector targets are clamped to the workspace box.
+State goes out as twinbrain_ros/SafetyStatus on ``~/status`` (latched) when it changes and at 1 Hz,
+and on /diagnostics.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..runtime.safety import CommandRejected, SafetyLimiter, WorkspaceBox
+from ..msg import SafetyStatus
+from ..runtime.safety import LIMIT_KINDS, CommandRejected, SafetyLimiter, WorkspaceBox
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_negative, positive
 from .ros_convert import joint_trajectory, sec_to_stamp
@@ -62,6 +65,8 @@ class SafetyNode(Node):
         self.lock = threading.Lock()
         self.last_reject = ""
         self._rest_sent = True
+        self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)   # LIMIT_* bits of the last output
+        self._status_key = None
 
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointTrajectory, p["command_topic"], self._on_command, 10, callback_group=inputs)
@@ -74,6 +79,9 @@ class SafetyNode(Node):
         self.controller_pub = self.create_publisher(JointTrajectory, p["controller_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, p["pose_output_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.status_pub = self.create_publisher(SafetyStatus, "~/status", latched)
+        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.period, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
 
@@ -109,19 +117,19 @@ class SafetyNode(Node):
 
     def _reject(self, kind: str, message: str) -> None:
         with self.lock:
-            self.limiter.counters[kind] += 1
+            self.limiter.count_rejection(kind)
             self.last_reject = f"{kind}: {message}"
 
     def _on_pose(self, msg: PoseStamped) -> None:
         pos, ori = msg.pose.position, msg.pose.orientation
         with self.lock:
             if self.limiter.estopped:
-                self.limiter.counters["estop_active"] += 1
+                self.limiter.count_rejection("estop_active")
                 return
             try:
                 xyz, quat, clamped = self.box.limit_pose([pos.x, pos.y, pos.z], [ori.x, ori.y, ori.z, ori.w])
             except CommandRejected as exc:
-                self.limiter.counters[exc.kind] += 1
+                self.limiter.count_rejection(exc.kind)
                 self.last_reject = f"{exc.kind}: {exc}"
                 return
             if clamped:
@@ -164,12 +172,40 @@ class SafetyNode(Node):
             result = self.limiter.step(self.now())
             holding = self.limiter.target is None or self.limiter.watchdog_active or self.limiter.estopped
             at_rest = np.array_equal(before, result.positions) if result is not None else True
-            if result is None or (holding and at_rest and self._rest_sent):
-                return   # at rest while holding: the controller already holds the last point
-            self._rest_sent = at_rest   # the standstill sample itself goes out once
-            # stamp 0 = "start now" for joint_trajectory_controller; reach the point one period from now.
-            self.controller_pub.publish(joint_trajectory(self.limiter.names, result.positions, Time(),
-                                                         self.period, self.period))
+            send = not (result is None or (holding and at_rest and self._rest_sent))
+            if send:   # else at rest while holding: the controller already holds the last point
+                self._rest_sent = at_rest   # the standstill sample itself goes out once
+                self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)
+                for bit, kind in enumerate(LIMIT_KINDS):
+                    self._limit_flags |= result.acted[kind].astype(np.uint8) << bit
+                # stamp 0 = "start now" for joint_trajectory_controller; reach the point one period from now.
+                self.controller_pub.publish(joint_trajectory(self.limiter.names, result.positions, Time(),
+                                                             self.period, self.period))
+            # SafetyStatus goes out on change (checked every tick; counters ride along) and at 1 Hz.
+            key = (self.limiter.initialized, self.limiter.estopped, self.limiter.watchdog_active, self.last_reject,
+                   self._limit_flags.tobytes())
+            status = self._status() if key != self._status_key else None
+            self._status_key = key
+        if status is not None:
+            self.status_pub.publish(status)
+
+    def _status(self) -> SafetyStatus:
+        """Snapshot of the limiter as a SafetyStatus (call under the lock)."""
+        c = self.limiter.counters
+        names = sorted(c)
+        msg = SafetyStatus(ready=self.limiter.initialized, estop_active=self.limiter.estopped,
+                           watchdog_active=self.limiter.watchdog_active, last_rejection=self.last_reject,
+                           joint_names=list(self.limiter.names), limit_flags=self._limit_flags.tolist(),
+                           limited_commands=c["limited"], rejected_commands=c["rejected"],
+                           watchdog_trips=c["watchdog"], estop_latches=c["estop"], tracking_resets=c["tracking_reset"],
+                           counter_names=names, counter_values=[c[n] for n in names])
+        msg.header.stamp = sec_to_stamp(self.now())
+        return msg
+
+    def _publish_status(self) -> None:
+        with self.lock:
+            status = self._status()
+        self.status_pub.publish(status)
 
     def _publish_diagnostics(self) -> None:
         with self.lock:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Order matters: bit i of twinbrain_ros/SafetyStatus.limit_flags is LIMIT_KINDS[i].
 LIMIT_KINDS = ("position", "step", "velocity", "acceleration", "jerk", "braking")
 
 
@@ -189,6 +190,10 @@ class SafetyLimiter:
         self.a, self.v, self.q = (v_out - self.v) / dt, v_out, q
         return LimitResult(q.copy(), acted)
 
+    def count_rejection(self, kind: str) -> None:
+        self.counters[kind] += 1
+        self.counters["rejected"] += 1
+
     def set_target(self, names, positions, now: float) -> None:
         """Accept a position command as the target. Raises CommandRejected (counted) if it must not pass."""
         try:
@@ -198,7 +203,7 @@ class SafetyLimiter:
             if self.estopped:
                 raise CommandRejected("estop_active", "e-stop latched; call release first")
         except CommandRejected as exc:
-            self.counters[exc.kind] += 1
+            self.count_rejection(exc.kind)
             raise
         fresh = self.target is not None and 0 < now - self.last_valid_time <= 1.5 * self.period
         # The command stream's own velocity, so a smoothly streamed trajectory is tracked without lag.
@@ -221,9 +226,11 @@ class SafetyLimiter:
             return self.hold()
         moving = now - self.last_valid_time <= 0.5 * self.period   # a stale target is a standing one
         result = self._step_towards(self.target, self.target_velocity if moving else None)
-        for kind, flags in result.acted.items():
-            if flags.any():
-                self.counters[kind] += 1
+        acted = [kind for kind, flags in result.acted.items() if flags.any()]
+        for kind in acted:
+            self.counters[kind] += 1
+        if acted:
+            self.counters["limited"] += 1
         return result
 
     def limit(self, names, positions, now: float) -> LimitResult:

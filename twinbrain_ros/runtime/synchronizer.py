@@ -137,14 +137,21 @@ class ObservationSynchronizer:
         self.last_reason = f"no camera set within slop {self.slop:.3f} s"
         return None
 
-    def latest(self, now: float) -> tuple[SyncedObservation | None, str]:
-        """The newest synchronized observation if fresh enough, else (None, reason)."""
+    def latest_frames(self, now: float) -> tuple[SyncedObservation | None, str]:
+        """The newest synchronized camera set if fresh enough, whatever the instruction and joint
+        states (for looking, not acting)."""
         obs = self._latest
         if obs is None:
             return None, self.last_reason
-        age = now - obs.stamp
-        if age > self.max_age:
-            return None, f"observation too old: {age:.3f} s > max_age {self.max_age:.3f} s"
+        if now - obs.stamp > self.max_age:
+            return None, f"observation too old: {now - obs.stamp:.3f} s > max_age {self.max_age:.3f} s"
+        return obs, ""
+
+    def latest(self, now: float) -> tuple[SyncedObservation | None, str]:
+        """The newest synchronized observation if fresh enough to act on, else (None, reason)."""
+        obs, reason = self.latest_frames(now)
+        if obs is None:
+            return None, reason
         newest_joint = self.joints.latest_stamp
         if newest_joint is None or now - newest_joint > self.max_age:
             return None, "joint_states stalled"
