@@ -78,3 +78,33 @@ def test_random_chunk_streams_are_continuous_and_finite(arrivals, blend):
                 assert abs(v[0] - last[1]) <= 12.0 * (t - last[0]) / DT + 1e-6
             last = (t, v[0])
         now += 0.2
+
+
+
+def _on_polyline(point, knots, tol=1e-9):
+    """True if ``point`` lies on a segment between consecutive rows of ``knots``."""
+    for a, b in zip(knots[:-1], knots[1:]):
+        d = b - a
+        s = np.clip(np.dot(point - a, d) / max(np.dot(d, d), 1e-300), 0.0, 1.0)
+        if np.linalg.norm(a + s * d - point) < tol:
+            return True
+    return False
+
+
+def test_slow_down_keeps_the_path_and_respects_the_velocity_limit():
+    from twinbrain_ros.runtime.chunk_executor import slow_down
+
+    rng = np.random.default_rng(0)
+    vmax = np.array([1.0, 0.5, 2.0])
+    feasible = np.cumsum(rng.uniform(-0.04, 0.04, (16, 3)), axis=0)
+    same, factor = slow_down(feasible, 0.1, vmax)
+    assert factor == 1.0 and np.array_equal(same, feasible)
+    fast = np.cumsum(rng.uniform(-0.5, 0.5, (16, 3)), axis=0)
+    slow, factor = slow_down(fast, 0.1, vmax)
+    assert factor > 1 and len(slow) > len(fast)
+    assert np.all(np.abs(np.diff(slow, axis=0)) <= vmax * 0.1 + 1e-12)   # every step within the limit
+    np.testing.assert_allclose(slow[[0, -1]], fast[[0, -1]])             # same start and end
+    assert all(_on_polyline(p, fast) for p in slow)                       # same path, only slower
+    # as fast as allowed: the duration is what the slowest joint needs segment by segment
+    needed = np.maximum(0.1, np.max(np.abs(np.diff(fast, axis=0)) / vmax, axis=1)).sum()
+    assert factor == pytest.approx(needed / (0.1 * 15))

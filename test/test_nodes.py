@@ -138,6 +138,39 @@ def test_model_exception_keeps_node_alive_with_error_and_no_motion(graph, tiny_b
     assert node.worker.is_alive()
 
 
+class OverspeedModel(FailingModel):
+    """Fault injection: the real tiny policy's chunk with joint_1 swinging ±0.3 rad every step (inside its
+    range: 6 rad/s needed, joint_1 allows 1.5)."""
+
+    def predict(self, *args, **kwargs):
+        chunk = self.policy.predict(*args, **kwargs)
+        chunk[:, :6] = 0.0
+        chunk[:, 6] = 0.02
+        chunk[:, 0] = 0.3 * (-1.0) ** np.arange(len(chunk))
+        return chunk
+
+
+@pytest.mark.parametrize("mode", ["slow_down", "reject"])
+def test_overspeed_chunks_are_slowed_down_or_rejected(graph, tiny_base_dirs, mode):
+    from twinbrain_ros.model import TwinBrainPolicy
+
+    real = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
+    chunks = graph.record(ActionChunk, "/policy_node/chunk")
+    node = _policy_node(graph, tiny_base_dirs, policy=OverspeedModel(real), overspeed_chunks=mode)
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: node.stats["chunks"] + node.stats["rejected_chunks"] > 3)
+    if mode == "reject":
+        assert node.stats["chunks"] == 0 and chunks.count() == 0
+        return
+    assert node.stats["slowed_chunks"] > 0 and node.stats["rejected_chunks"] == 0
+    assert graph.wait_for(lambda: chunks.count() > 0)
+    actions = action_chunk_array(chunks.messages[-1])
+    limit = _limits()[0].max_velocity * duration_to_sec(chunks.messages[-1].step_period)
+    assert len(actions) > 16 and np.abs(np.diff(actions[:, 0])).max() <= limit + 1e-9
+    assert actions[:, 0].max() == pytest.approx(0.3) and actions[:, 0].min() == pytest.approx(-0.3)
+
+
 def _quiet(rec, seconds):
     """True once nothing was recorded for ``seconds`` (output stopped)."""
     return rec.count() > 0 and time.monotonic() - rec.times[-1] >= seconds

@@ -30,7 +30,7 @@ from geometry_msgs.msg import PoseStamped
 
 from ..msg import ActionChunk
 from ..srv import Ask
-from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
+from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor, slow_down
 from ..runtime.safety import CommandRejected, SafetyLimiter
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
@@ -59,6 +59,9 @@ PARAMS = ROBOT + [
     Param("chunk_step_period", 0.1, "Seconds between consecutive actions of a chunk (dataset 1/fps).", positive),
     Param("blend", "crossfade", "How a new chunk takes over: " + ", ".join(BLEND_POLICIES) + ".",
           one_of(*BLEND_POLICIES)),
+    Param("overspeed_chunks", "slow_down", "A chunk that needs more than max_velocity: slow_down time-scales it "
+          "(same path, more steps, MoveIt-style time parameterisation); reject drops it and waits for the next.",
+          one_of("slow_down", "reject")),
     Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
     Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
@@ -97,7 +100,7 @@ class PolicyNode(Node):
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
-                      "chunks": 0, "rejected_chunks": 0, "model_errors": 0}
+                      "chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0, "model_errors": 0}
         self.model_error: str | None = None
         self.refusal = "starting"
         self.last_obs_stamp = None
@@ -263,6 +266,11 @@ class PolicyNode(Node):
 
     def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
+            if self.p["overspeed_chunks"] == "slow_down":
+                chunk, factor = slow_down(chunk, self.p["chunk_step_period"], self.checker.vmax)
+                if factor > 1.0:
+                    self.stats["slowed_chunks"] += 1
+                    self.log("info", "chunk_slowed", f"chunk needed more than max_velocity: slowed down x{factor:.2f}")
             try:
                 self.checker.validate_chunk(self.joint_names, chunk, self.p["chunk_step_period"])
             except CommandRejected as exc:
@@ -359,7 +367,7 @@ class PolicyNode(Node):
             "inference_latency_max_ms": f"{lat.max():.1f}" if lat.size else "n/a",
             "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
             "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
-            "chunks": self.stats["chunks"],
+            "chunks": self.stats["chunks"], "slowed_chunks": self.stats["slowed_chunks"],
             "rejected_chunks": self.stats["rejected_chunks"],
             "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",

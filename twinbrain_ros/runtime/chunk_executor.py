@@ -95,3 +95,24 @@ class ChunkExecutor:
         self._values = (1 - weight)[:, None] * old + weight[:, None] * new
         self.chunk_stamp = obs_stamp
         return dropped
+
+
+def slow_down(chunk: np.ndarray, step_period: float, max_velocity: np.ndarray) -> tuple[np.ndarray, float]:
+    """Time-scale a chunk whose steps need more than ``max_velocity`` (per dimension) instead of
+    refusing it: each segment gets the time its fastest joint needs, and the path (unchanged) is
+    resampled onto the ``step_period`` grid, so the result has more rows. Returns (chunk, factor)
+    with factor = new duration / old duration (1.0: already feasible, returned as is)."""
+    chunk = np.asarray(chunk, np.float64)
+    vmax = np.asarray(max_velocity, np.float64)
+    if len(chunk) < 2:
+        return chunk, 1.0
+    needed = np.max(np.abs(np.diff(chunk, axis=0)) / vmax, axis=1)    # seconds per segment
+    durations = np.maximum(step_period, needed)
+    if np.all(durations <= step_period * (1 + 1e-9)):
+        return chunk, 1.0
+    knots = np.concatenate([[0.0], np.cumsum(durations)])
+    grid = np.arange(0.0, knots[-1] + 1e-9, step_period)
+    if grid[-1] < knots[-1] - 1e-9:
+        grid = np.append(grid, knots[-1])   # keep the chunk's end point (last segment slower still)
+    out = np.stack([np.interp(grid, knots, chunk[:, j]) for j in range(chunk.shape[1])], axis=1)
+    return out, knots[-1] / (step_period * (len(chunk) - 1))
