@@ -1,18 +1,21 @@
 """The frozen Left brain answers questions: TwinBrainPolicy.ask equals plain transformers generate of
 the base VLM, and policy_node's ~/ask serves it from the live camera frames without stopping motion."""
 
-import time
 
 import numpy as np
 import pytest
 import torch
-from rclpy.parameter import Parameter
-from transformers import AutoTokenizer, Qwen2VLImageProcessorPil, Qwen2_5_VLForConditionalGeneration, \
-    Qwen3VLForConditionalGeneration
-from trajectory_msgs.msg import JointTrajectory
-
 from conftest import BACKBONES, random_image
+from rclpy.parameter import Parameter
 from ros_harness import RosGraph
+from trajectory_msgs.msg import JointTrajectory
+from transformers import (
+    AutoTokenizer,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen3VLForConditionalGeneration,
+)
+
 from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.srv import Ask
 

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.parameter import Parameter
-from std_srvs.srv import Trigger
+from ros_harness import RosGraph
 from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from test_safety_limiter import check_outputs
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from ros_harness import RosGraph
-from test_safety_limiter import check_outputs
-from twinbrain_ros.runtime.safety import SafetyLimiter
-from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.msg import ActionChunk, SafetyStatus
+from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
 from twinbrain_ros.nodes.safety_node import SafetyNode
+from twinbrain_ros.runtime.safety import SafetyLimiter
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
 
@@ -43,8 +43,9 @@ def _status(rec, name):
 
 
 def _limits():
-    from twinbrain_ros.nodes.params import joint_limits
     import yaml
+
+    from twinbrain_ros.nodes.params import joint_limits
     shared = yaml.safe_load(open("config/arm.yaml"))["/**"]["ros__parameters"]
     return joint_limits(shared)
 

@@ -21,7 +21,10 @@ def _preload_interface_libraries() -> None:
     here = Path(__file__).parent
     # generator_c first: the typesupport libraries link against it (RUNPATH $ORIGIN finds it too).
     for lib in sorted(here.glob("lib*__rosidl_*.so"), key=lambda p: "generator_c" not in p.name):
-        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        try:
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError:   # ROS libraries not loadable (model-only use): the msg types fail on first use instead
+            return
 
 
 _preload_interface_libraries()

@@ -19,20 +19,20 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
-from rclpy.task import Future
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Float64, String
-from trajectory_msgs.msg import JointTrajectory
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from std_msgs.msg import Float64, String
+from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..srv import Ask
 from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor, slow_down
 from ..runtime.safety import CommandRejected, SafetyLimiter
 from ..runtime.synchronizer import ObservationSynchronizer
+from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
 from .ros_convert import EE_DIMENSIONS, action_chunk, joint_trajectory, pose_stamped, sec_to_stamp
@@ -139,7 +139,7 @@ class PolicyNode(Node):
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load_policy(self):
-        from ..model import TwinBrainPolicy   # heavy import kept out of module import time
+        from ..model import TwinBrainPolicy  # heavy import kept out of module import time
 
         p = self.p
         if p["checkpoint"]:

@@ -10,7 +10,6 @@ from geometry_msgs.msg import PoseStamped
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..msg import ActionChunk
-
 from ..runtime.images import compressed_to_rgb, image_to_rgb
 
 
