@@ -65,3 +65,14 @@ def test_resume_continues_identically(dataset, tmp_path):
     b = TwinBrainPolicy.from_checkpoint(tmp_path / "full-resumed" / "final", device="cpu").model.trainable_state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_time_budget_fits_the_schedule_and_ends_it(dataset, tmp_path):
+    """A wall-clock budget (the closed-loop bench trains for minutes, not steps): the run stops on its
+    own long before the step cap, and the cosine schedule still runs to its end (lr -> 0), because the
+    step count is refitted to the measured step rate."""
+    result = Trainer(_cfg(dataset, tmp_path / "budget", steps=10 ** 6, time_budget_s=4.0, val_every=10 ** 9,
+                          save_every=10 ** 9)).run()
+    logs = _losses(tmp_path / "budget")
+    assert result["steps"] < 10 ** 6 and len(logs) == result["steps"]
+    assert logs[-1]["lr_right"] < 0.02 * max(r["lr_right"] for r in logs)

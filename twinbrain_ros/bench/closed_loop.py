@@ -30,22 +30,19 @@ from ..train.trainer import TrainConfig, Trainer
 from .stats import emit
 
 
-def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_size: int) -> tuple[str, str, dict]:
-    """Untrained (step 0) and fine-tuned checkpoints, training until the time budget is spent."""
-    cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=1e-4, lr_head=1e-3,
-                      image_size=image_size,
-                      warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16, noise_draws=4)
+def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_size: int,
+              lr_right: float) -> tuple[str, str, dict]:
+    """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget."""
+    cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
+                      image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
+                      noise_draws=4, val_episodes=5, time_budget_s=minutes * 60)
     trainer = Trainer(cfg)
     untrained = str(trainer.save(out / "untrained"))
-    deadline = time.monotonic() + minutes * 60
-    start = time.monotonic()
-    while trainer.step < cfg.steps and time.monotonic() < deadline:
-        trainer.train_step()
-    trained = str(trainer.save(out / "final"))
-    info = {"train_steps": trainer.step, "train_seconds": round(time.monotonic() - start, 1),
+    result = trainer.run()
+    info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
             "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss()}
     (out / "train_info.json").write_text(json.dumps(info))
-    return untrained, trained, info
+    return untrained, result["checkpoint"], info
 
 
 def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path) -> dict:
@@ -91,11 +88,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="twinbrain-bench closed-loop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="touch")
-    p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--train-minutes", type=float, default=8.0)
+    p.add_argument("--episodes", type=int, default=200, help="scripted demonstrations to record (~0.7 s each)")
+    p.add_argument("--train-minutes", type=float, default=15.0)
     p.add_argument("--train-steps-cap", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
+    p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
     p.add_argument("--image-size", type=int, default=64, help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
     p.add_argument("--out", default="out/closed-loop")
     args = p.parse_args(argv)
@@ -107,7 +105,7 @@ def main(argv=None) -> None:
     dataset = str(out / "dataset")
     rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
     untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
-                                               args.image_size)
+                                               args.image_size, args.lr_right)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
@@ -27,8 +28,10 @@ class Sample:
 
 class ChunkSamples:
     def __init__(self, dataset: LeRobotV3Dataset, chunk_length: int, camera_names: list[str],
-                 episodes: list[int] | None = None):
-        self.ds, self.h = dataset, chunk_length
+                 episodes: list[int] | None = None, image_size: tuple[int, int] | None = None):
+        """``image_size`` (h, w): decoded frames are kept at the size the model sees, resized the way
+        the policy resizes camera frames (INTER_AREA), instead of at the recorded size."""
+        self.ds, self.h, self.image_size = dataset, chunk_length, image_size
         keys = {f"observation.images.{c}" for c in camera_names}
         missing = sorted(keys - set(dataset.video_keys))
         if missing:
@@ -46,8 +49,14 @@ class ChunkSamples:
     def _episode_frames(self, episode: int) -> list[np.ndarray]:
         if episode not in self._frames:
             ep = next(e for e in self.episodes if e["episode_index"] == episode)
-            self._frames[episode] = [self.ds.episode_frames(ep, key) for key in self.keys]
+            self._frames[episode] = [self._resized(self.ds.episode_frames(ep, key)) for key in self.keys]
         return self._frames[episode]
+
+    def _resized(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        if self.image_size is None:
+            return frames
+        h, w = self.image_size
+        return [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
 
     def __getitem__(self, i: int) -> Sample:
         episode, t = self.index[i]

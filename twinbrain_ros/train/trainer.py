@@ -52,6 +52,7 @@ class TrainConfig:
     val_every: int = 100
     save_every: int = 500
     seed: int = 0
+    time_budget_s: float = 0.0    # > 0: stop after about this long, the LR schedule fitted to it (steps = cap)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -89,8 +90,10 @@ class Trainer:
         self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
         n_eps = len(self.dataset.episodes)
         n_val = min(cfg.val_episodes, max(0, n_eps - 1))
-        self.train_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val)))
-        self.val_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val, n_eps))) if n_val else None
+        size = tuple(config.image_size)
+        self.train_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val)), size)
+        self.val_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val, n_eps)),
+                                    size) if n_val else None
         model = self.policy.model
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
         optimizer = torch.optim.AdamW([{"params": list(model.right.parameters()), "lr": cfg.lr_right},
@@ -174,9 +177,16 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics = open(self.out / "metrics.jsonl", "a")
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.acc.is_main_process, desc="train")
-        start, last = time.perf_counter(), {}
+        start, last, cap, mark = time.perf_counter(), {}, cfg.steps, (0.0, self.step)
         while self.step < cfg.steps:
             last = self.train_step()
+            if cfg.time_budget_s and self.step % 20 == 0:
+                # Fit the step count (and so the cosine schedule) to the rest of the time budget at the
+                # recent step rate; refitted as it goes because the first steps also decode the videos.
+                elapsed = time.perf_counter() - start
+                rate = (self.step - mark[1]) / max(elapsed - mark[0], 1e-6)
+                cfg.steps = min(cap, self.step + max(1, int((cfg.time_budget_s - elapsed) * rate)))
+                bar.total, mark = cfg.steps, (elapsed, self.step)
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 last["val_loss"] = self.validation_loss()
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
