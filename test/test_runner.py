@@ -28,3 +28,25 @@ def test_checkpoint_and_device_override_the_yaml(tmp_path):
     assert [n.name for n in graph.nodes(use_sim=False)] == ["policy_node", "safety_node"]
     assert [n.name for n in graph.nodes(use_sim=True, record=True)] == ["sim_arm", "policy_node", "safety_node",
                                                                           "recorder_node"]
+
+
+def test_running_graph_leaves_no_node_behind(tmp_path):
+    """Every node process ends with the context, even while the graph is busy (model loading / acting)."""
+    import os
+    import time
+
+    from twinbrain_ros.cli import running_graph
+
+    log = tmp_path / "graph.log"
+    with running_graph(log, use_sim=True) as runner:
+        end = time.monotonic() + 120
+        while "model ready" not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert "model ready" in log.read_text(), log.read_text()[-2000:]
+    assert runner.poll() is not None
+    try:
+        os.killpg(runner.pid, 0)   # signal 0: is anyone of the graph's process group still alive?
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "a node of the graph outlived running_graph"

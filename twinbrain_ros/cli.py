@@ -73,10 +73,13 @@ def up(args) -> int:
     for _, proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    for _, proc in procs:
+    # One deadline for all nodes (not one per node), so this returns before a caller gives up on it.
+    end = time.monotonic() + 10.0
+    for name, proc in procs:
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"[twinbrain-ros] {name} did not stop on SIGINT; killing it", flush=True)
             proc.kill()
     return code
 
@@ -88,7 +91,9 @@ def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", co
     cmd += ["--checkpoint", checkpoint] if checkpoint else []
     cmd += ["--config", str(config)] if config else []
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # Own process group: whatever happens to the runner, no node outlives the context. (Orphaned
+        # nodes of one evaluation once kept publishing into the next one on the same ROS domain.)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield proc
         finally:
@@ -97,6 +102,10 @@ def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", co
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # anything still in the group (nodes that hung)
+            except ProcessLookupError:
+                pass
 
 
 def _one_shot(action: str, text: str = "", service: str = "") -> int:
