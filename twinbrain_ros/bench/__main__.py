@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout"}
 
 
 def main(argv=None) -> None:

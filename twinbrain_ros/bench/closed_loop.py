@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from ..cli import running_graph
+from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..data.record_sim import record
 from ..graph import default_config
 from ..sim.arm_sim import ArmSim
@@ -94,8 +95,11 @@ def main(argv=None) -> None:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
     p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
-    p.add_argument("--image-size", type=int, default=64, help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
+    p.add_argument("--image-size", type=int, default=64,
+                   help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
     p.add_argument("--out", default="out/closed-loop")
+    p.add_argument("--eval-only", action="store_true",
+                   help="re-run only the evaluations on the dataset and checkpoints already in --out")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))
@@ -103,9 +107,14 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     dataset = str(out / "dataset")
-    rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
-    untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
-                                               args.image_size, args.lr_right)
+    if args.eval_only:
+        rec = {"episodes": len(LeRobotV3Dataset(dataset).episodes)}
+        untrained, trained = str(out / "train" / "untrained"), str(out / "train" / "final")
+        train_info = json.loads((out / "train" / "train_info.json").read_text())
+    else:
+        rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
+        untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
+                                                   args.image_size, args.lr_right)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)
