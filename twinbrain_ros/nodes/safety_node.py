@@ -12,6 +12,7 @@ and on /diagnostics.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -66,7 +67,7 @@ class SafetyNode(Node):
         self.last_reject = ""
         self._rest_sent = True
         self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)   # LIMIT_* bits of the last output
-        self._status_key = None
+        self._status_key, self._status_sent = (None, None), 0.0   # (state, limit flags) last published, when
 
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointTrajectory, p["command_topic"], self._on_command, 10, callback_group=inputs)
@@ -181,11 +182,15 @@ class SafetyNode(Node):
                 # stamp 0 = "start now" for joint_trajectory_controller; reach the point one period from now.
                 self.controller_pub.publish(joint_trajectory(self.limiter.names, result.positions, Time(),
                                                              self.period, self.period))
-            # SafetyStatus goes out on change (checked every tick; counters ride along) and at 1 Hz.
-            key = (self.limiter.initialized, self.limiter.estopped, self.limiter.watchdog_active, self.last_reject,
-                   self._limit_flags.tobytes())
-            status = self._status() if key != self._status_key else None
-            self._status_key = key
+            # SafetyStatus goes out on change (checked every tick; counters ride along) and at 1 Hz. A change
+            # of state (ready, e-stop, watchdog, rejection) goes out at once; limit flags, which can flap
+            # every tick while a limit shapes the motion, at most every 0.1 s.
+            state = (self.limiter.initialized, self.limiter.estopped, self.limiter.watchdog_active, self.last_reject)
+            flags, now = self._limit_flags.tobytes(), time.monotonic()
+            changed = state != self._status_key[0] or (flags != self._status_key[1] and now - self._status_sent >= 0.1)
+            status = self._status() if changed else None
+            if changed:
+                self._status_key, self._status_sent = (state, flags), now
         if status is not None:
             self.status_pub.publish(status)
 
