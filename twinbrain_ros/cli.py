@@ -102,6 +102,7 @@ def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", co
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
             try:
                 os.killpg(proc.pid, signal.SIGKILL)   # anything still in the group (nodes that hung)
             except ProcessLookupError:

@@ -30,6 +30,10 @@ def run_node(node_class, args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():
+            raise
+        # Ctrl-C can land inside a message take while rclpy shuts down; nothing is lost by ending here.
     finally:
         executor.shutdown()
         node.destroy_node()
