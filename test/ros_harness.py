@@ -9,10 +9,10 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from twinbrain_ros.bench.synthetic import SyntheticSensors
+from twinbrain_ros.nodes.qos import LATCHED
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "arm.yaml"
 
@@ -74,8 +74,7 @@ class RosGraph:
 
     def publish_instruction(self, text, topic="/instruction"):
         if not hasattr(self, "_instr_pub"):
-            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            self._instr_pub = self.io.create_publisher(String, topic, qos)
+            self._instr_pub = self.io.create_publisher(String, topic, LATCHED)
         self._instr_pub.publish(String(data=text))
 
     def start_feed(self, **kwargs):
@@ -104,11 +103,11 @@ class RosGraph:
             self._clients[name] = self.io.create_client(srv_type, name)
         return self._clients[name]
 
-    def call(self, srv_type, name, timeout=10.0, attempts=5):
+    def call(self, srv_type, name, request=None, timeout=10.0, attempts=5):
         client = self.client(srv_type, name)
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         for _ in range(attempts):
-            future = client.call_async(srv_type.Request())
+            future = client.call_async(request if request is not None else srv_type.Request())
             if self.wait_for(future.done, timeout / attempts):
                 return future.result()
             client.remove_pending_request(future)

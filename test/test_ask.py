@@ -79,12 +79,9 @@ def graph():
     g.close()
 
 
-def _ask(graph, question, cameras=(), max_new_tokens=0, timeout=30.0):
-    client = graph.client(Ask, "/policy_node/ask")
-    assert client.wait_for_service(timeout_sec=10.0)
-    future = client.call_async(Ask.Request(question=question, cameras=list(cameras), max_new_tokens=max_new_tokens))
-    assert graph.wait_for(future.done, timeout), "~/ask did not answer"
-    return future.result()
+def _ask(graph, question, cameras=(), max_new_tokens=0):
+    request = Ask.Request(question=question, cameras=list(cameras), max_new_tokens=max_new_tokens)
+    return graph.call(Ask, "/policy_node/ask", request, timeout=30.0)
 
 
 def test_policy_node_ask_service_answers_from_the_live_frames_while_acting(graph, tiny_base_dirs):

@@ -111,16 +111,16 @@ def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", co
 
 def _one_shot(action: str, text: str = "", service: str = "") -> int:
     import rclpy
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
+
+    from .nodes.qos import LATCHED
 
     rclpy.init()
     node = rclpy.create_node("twinbrain_cli")
     try:
         if action == "instruct":
-            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            pub = node.create_publisher(String, "/instruction", qos)
+            pub = node.create_publisher(String, "/instruction", LATCHED)
             pub.publish(String(data=text))
             end = time.monotonic() + 2.0   # transient_local: stay a moment so the policy node gets it
             while time.monotonic() < end:

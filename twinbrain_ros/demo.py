@@ -30,12 +30,13 @@ class GraphRecorder:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
 
         from .msg import ActionChunk
+        from .nodes.qos import LATCHED
 
         rclpy.init()
         self.node = rclpy.create_node("demo_recorder")
@@ -50,8 +51,7 @@ class GraphRecorder:
         n.create_subscription(JointTrajectory, "/twinbrain/joint_command", self._on_setpoint, 1000)
         n.create_subscription(ActionChunk, "/policy_node/chunk", self._on_chunk, 100)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), latched)
+        n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), LATCHED)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         threading.Thread(target=self.executor.spin, daemon=True).start()

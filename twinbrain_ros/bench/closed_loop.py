@@ -49,9 +49,10 @@ def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_siz
 def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path) -> dict:
     """Run the whole graph on ``checkpoint`` and count successes over the seeds."""
     import rclpy
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Bool
     from std_srvs.srv import Trigger
+
+    from ..nodes.qos import LATCHED
 
     config = yaml.safe_load(default_config().read_text())
     config["sim_arm"]["ros__parameters"].update(task=task, seed=seeds[0])
@@ -63,8 +64,7 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         rclpy.init()
         node = rclpy.create_node("closed_loop_eval")
         success = threading.Event()
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, latched)
+        node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, LATCHED)
         reset = node.create_client(Trigger, "/sim_arm/reset")
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
         try:

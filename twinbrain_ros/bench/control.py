@@ -21,11 +21,11 @@ import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from ..graph import default_config
 from ..nodes.policy_node import PolicyNode
+from ..nodes.qos import LATCHED
 from .stats import emit, percentiles_ms
 from .synthetic import SyntheticSensors
 
@@ -45,9 +45,8 @@ def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_
     for t in threads:
         t.start()
     sensors = SyntheticSensors(io, size=(height, width)).start()
-    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     if os.environ.get("BENCH_NO_INSTRUCTION") is None:
-        io.create_publisher(String, "/instruction", qos).publish(String(data="pick up the red cube"))
+        io.create_publisher(String, "/instruction", LATCHED).publish(String(data="pick up the red cube"))
     time.sleep(2.0)                     # warm-up: first inferences, allocator
     node.stats["tick_error"].clear()
     node.stats["overhead"].clear()

@@ -108,12 +108,15 @@ class PromptProcessor:
         return {"input_ids": ids, "attention_mask": enc["attention_mask"],
                 "mm_token_type_ids": (ids == self.image_token_id).int()}
 
+    def _vision(self, frames: list[np.ndarray]) -> tuple[dict, list[int]]:
+        """Image processor outputs for all frames, and how many placeholder tokens each image takes."""
+        vision = self.image_processor(images=frames, return_tensors="pt")
+        merge = self.image_processor.merge_size ** 2
+        return vision, [int(g.prod()) // merge for g in vision["image_grid_thw"]]
+
     def encode(self, images_per_sample: list[list[np.ndarray]], instructions: list[str]) -> dict:
         """Checked images + instructions -> {"left": inputs, "right": inputs} (tensors on CPU)."""
-        flat = [img for imgs in images_per_sample for img in imgs]
-        vision = self.image_processor(images=flat, return_tensors="pt")
-        merge = self.image_processor.merge_size ** 2
-        tokens_per_image = [int(g.prod()) // merge for g in vision["image_grid_thw"]]
+        vision, tokens_per_image = self._vision([img for imgs in images_per_sample for img in imgs])
         out = {}
         for side, tok in (("left", self.left_tokenizer), ("right", self.right_tokenizer)):
             texts = [tok.apply_chat_template(self.messages(ins, side == "right"), tokenize=False,
@@ -136,9 +139,8 @@ class PromptProcessor:
                                                        add_generation_prompt=True)
         if not frames:
             return self._tokenize(self.left_tokenizer, [text], [])
-        vision = self.image_processor(images=frames, return_tensors="pt")
-        merge = self.image_processor.merge_size ** 2
-        inputs = self._tokenize(self.left_tokenizer, [text], [int(g.prod()) // merge for g in vision["image_grid_thw"]])
+        vision, tokens_per_image = self._vision(frames)
+        inputs = self._tokenize(self.left_tokenizer, [text], tokens_per_image)
         inputs.update(pixel_values=vision["pixel_values"], image_grid_thw=vision["image_grid_thw"])
         return inputs
 

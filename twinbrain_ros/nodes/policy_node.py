@@ -23,7 +23,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from std_msgs.msg import Float64, String
 from trajectory_msgs.msg import JointTrajectory
@@ -35,6 +34,7 @@ from ..runtime.synchronizer import ObservationSynchronizer
 from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
+from .qos import LATCHED
 from .ros_convert import EE_DIMENSIONS, action_chunk, joint_trajectory, pose_stamped, sec_to_stamp
 from .sensor_inputs import SensorInputs
 
@@ -112,8 +112,7 @@ class PolicyNode(Node):
         sensors = MutuallyExclusiveCallbackGroup()
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
                                    on_observation=self._on_observation, callback_group=sensors)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(String, p["instruction_topic"], self._on_instruction, latched, callback_group=sensors)
+        self.create_subscription(String, p["instruction_topic"], self._on_instruction, LATCHED, callback_group=sensors)
 
         if p["output_mode"] == "joint":
             self.command_pub = self.create_publisher(JointTrajectory, p["command_topic"], 10)

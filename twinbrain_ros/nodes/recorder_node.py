@@ -17,7 +17,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -27,6 +27,7 @@ from ..data.lerobot_v3 import DatasetError, LeRobotV3Writer, Schema
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, non_empty, one_of, positive
+from .qos import LATCHED
 from .ros_convert import sec_to_stamp
 from .sensor_inputs import SensorInputs
 
@@ -70,8 +71,7 @@ class RecorderNode(Node):
 
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
                                    frame_size=size)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(String, p["instruction_topic"], lambda m: self.sync.set_instruction(m.data), latched)
+        self.create_subscription(String, p["instruction_topic"], lambda m: self.sync.set_instruction(m.data), LATCHED)
         if p["command_type"] == "joint_state":
             self.create_subscription(JointState, p["command_topic"],
                                      lambda m: self._on_command(m.name, m.position), qos_profile_sensor_data)

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -30,6 +30,7 @@ from ..msg import SafetyStatus
 from ..runtime.safety import LIMIT_KINDS, CommandRejected, SafetyLimiter, WorkspaceBox
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_negative, positive
+from .qos import LATCHED
 from .ros_convert import joint_trajectory, sec_to_stamp
 
 PARAMS = ROBOT + [
@@ -80,8 +81,7 @@ class SafetyNode(Node):
         self.controller_pub = self.create_publisher(JointTrajectory, p["controller_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, p["pose_output_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.status_pub = self.create_publisher(SafetyStatus, "~/status", latched)
+        self.status_pub = self.create_publisher(SafetyStatus, "~/status", LATCHED)
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self.period, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())

@@ -3,10 +3,10 @@ node that needs synchronized observations (policy_node, recorder_node)."""
 
 from __future__ import annotations
 
-import cv2
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
+from ..runtime.images import resize_rgb
 from ..runtime.synchronizer import ObservationSynchronizer
 from .ros_convert import image_msg_to_rgb, stamp_to_sec
 
@@ -36,9 +36,8 @@ class SensorInputs:
             self.bad_frames += 1
             self.log("warn", f"camera:{camera}", f"camera {camera}: {exc}")
             return
-        if self.frame_size is not None and rgb.shape[:2] != tuple(self.frame_size):
-            h, w = self.frame_size
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        if self.frame_size is not None:
+            rgb = resize_rgb(rgb, self.frame_size)
         with self.lock:
             self.frames += 1
             obs = self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)

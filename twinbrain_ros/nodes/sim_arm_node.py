@@ -16,7 +16,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
@@ -27,6 +27,7 @@ from ..sim.expert import ScriptedExpert
 from ..sim.trajectory import TrajectoryFollower
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import Param, declare, non_empty, one_of, positive
+from .qos import LATCHED
 from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 PARAMS = [
@@ -67,9 +68,8 @@ class SimArmNode(Node):
 
         self.cam_pubs = [self.create_publisher(Image, t, qos_profile_sensor_data) for t in p["camera_topics"]]
         self.js_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction_pub = self.create_publisher(String, p["instruction_topic"], latched)
-        self.success_pub = self.create_publisher(Bool, "~/success", latched)
+        self.instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
+        self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
         self.leader_pub = self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, p["controller_topic"], self._on_trajectory, 10)

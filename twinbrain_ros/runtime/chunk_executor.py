@@ -21,6 +21,12 @@ import numpy as np
 BLEND_POLICIES = ("replace", "crossfade", "average")
 
 
+def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` (N, D) at ``times`` (N,), sampled at ``t``: piecewise-linear per dimension;
+    before the first time the first row is held, after the last the last row."""
+    return np.stack([np.interp(t, times, values[:, d]) for d in range(values.shape[1])], axis=-1)
+
+
 class ChunkExecutor:
     def __init__(self, dim: int, step_period: float, blend: str = "crossfade", blend_steps: int = 4,
                  average_weight: float = 0.5):
@@ -47,14 +53,10 @@ class ChunkExecutor:
             self._times = np.array([now])
             self._values = np.asarray(hold, np.float64).reshape(1, self.dim)
 
-    def _evaluate(self, times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
-        # Piecewise-linear in time; before the first step hold the first value, after the last hold the last.
-        return np.stack([np.interp(t, times, values[:, d]) for d in range(self.dim)], axis=-1)
-
     def setpoint(self, now: float) -> np.ndarray | None:
         if self._times is None:
             return None
-        return self._evaluate(self._times, self._values, np.asarray([now]))[0]
+        return interpolate(self._times, self._values, np.asarray([now]))[0]
 
     def add_chunk(self, actions: np.ndarray, obs_stamp: float, now: float) -> int:
         """Blend a new chunk in; returns how many of its steps were already in the past (dropped)."""
@@ -82,8 +84,8 @@ class ChunkExecutor:
         # The blends' own breakpoints join the grid so each ramp is exact where it starts and ends.
         points = np.concatenate([[now], new_t[new_t > now], now + ramp_span, max(old_end, now) + ramp_span])
         grid = np.unique(points[(points >= now) & (points <= max(new_t[-1], now))])
-        old = self._evaluate(self._times, self._values, grid)
-        new = self._evaluate(new_t, new_v, grid)
+        old = interpolate(self._times, self._values, grid)
+        new = interpolate(new_t, new_v, grid)
         ramp = np.clip((grid - now) / (ramp_end - now), 0.0, 1.0)
         if self.blend == "average":
             # Weight ramps to average_weight, and once the old chunk has run out ramps on to 1.
@@ -114,5 +116,4 @@ def slow_down(chunk: np.ndarray, step_period: float, max_velocity: np.ndarray) -
     grid = np.arange(0.0, knots[-1] + 1e-9, step_period)
     if grid[-1] < knots[-1] - 1e-9:
         grid = np.append(grid, knots[-1])   # keep the chunk's end point (last segment slower still)
-    out = np.stack([np.interp(grid, knots, chunk[:, j]) for j in range(chunk.shape[1])], axis=1)
-    return out, knots[-1] / (step_period * (len(chunk) - 1))
+    return interpolate(knots, chunk, grid), knots[-1] / (step_period * (len(chunk) - 1))

@@ -17,6 +17,13 @@ _LAYOUT = {
 SUPPORTED_ENCODINGS = tuple(_LAYOUT)
 
 
+def resize_rgb(rgb: np.ndarray, size) -> np.ndarray:
+    """``rgb`` at ``size`` (height, width), area-averaged (what the policy does to camera frames); as is
+    when it already has that size."""
+    h, w = size
+    return rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
     """Decode a raw image message's fields into an (H, W, 3) uint8 RGB array."""
     if encoding not in _LAYOUT:

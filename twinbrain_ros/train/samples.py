@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..model.normalization import Normalization, RangeNormalizer
+from ..runtime.images import resize_rgb
 
 
 @dataclass
@@ -55,8 +55,7 @@ class ChunkSamples:
     def _resized(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         if self.image_size is None:
             return frames
-        h, w = self.image_size
-        return [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+        return [resize_rgb(f, self.image_size) for f in frames]
 
     def __getitem__(self, i: int) -> Sample:
         episode, t = self.index[i]
