@@ -103,10 +103,19 @@ def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", co
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)   # anything still in the group (nodes that hung)
-            except ProcessLookupError:
-                pass
+            _empty_process_group(proc.pid)
+
+
+def _empty_process_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL whatever is left in the group (nodes that hung) and wait until it is really gone: a
+    killed process still counts until it has exited and been reaped."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _one_shot(action: str, text: str = "", service: str = "") -> int:
