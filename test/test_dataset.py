@@ -61,8 +61,10 @@ def test_appending_and_schema_mismatch(tmp_path):
     other = Schema(10, {"front": (48, 64)}, NAMES + ["j3"], NAMES)
     with pytest.raises(DatasetError, match="refusing to append"):
         LeRobotV3Writer(tmp_path / "ds", other)
-    with pytest.raises(DatasetError, match="refusing to append"):
+    with pytest.raises(DatasetError, match="refusing to append.*fps 10 there, 30 here"):
         LeRobotV3Writer(tmp_path / "ds", Schema(30, {"front": (48, 64)}, NAMES, NAMES))
+    with pytest.raises(DatasetError, match=r"observation\.images\.front: .*\[48, 64, 3\].* there, .*\[96, 128, 3\].* here"):
+        LeRobotV3Writer(tmp_path / "ds", Schema(10, {"front": (96, 128)}, NAMES, NAMES))   # only a camera size differs
 
 
 def test_missing_files_and_unwritable_folder_give_clear_errors(tmp_path):

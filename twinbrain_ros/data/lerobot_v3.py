@@ -154,11 +154,16 @@ class LeRobotV3Writer:
         reader = LeRobotV3Dataset(self.root)
         expected = self.schema.features(self.codec)
         theirs = reader.info["features"]
-        if reader.info["fps"] != self.schema.fps or {k: (v["dtype"], v["shape"], v.get("names")) for k, v in theirs.items()} \
-                != {k: (v["dtype"], v["shape"], v.get("names")) for k, v in expected.items()}:
-            raise DatasetError(f"{self.info_path}: existing dataset has fps={reader.info['fps']} and features "
-                               f"{sorted(theirs)}; refusing to append episodes with fps={self.schema.fps} and "
-                               f"features {sorted(expected)} (use another folder)")
+        def described(features):
+            return {k: (v["dtype"], v["shape"], v.get("names")) for k, v in features.items()}
+
+        ours, existing = described(expected), described(theirs)
+        differences = [f"fps {reader.info['fps']} there, {self.schema.fps} here"] if reader.info["fps"] != self.schema.fps else []
+        differences += [f"{k}: {existing.get(k, 'absent')} there, {ours.get(k, 'absent')} here"
+                        for k in sorted(set(ours) | set(existing)) if ours.get(k) != existing.get(k)]
+        if differences:
+            raise DatasetError(f"{self.info_path}: refusing to append episodes with a different schema "
+                               f"({'; '.join(differences)}); use another folder")
         self.episodes = reader.episodes
         self.tasks = reader.tasks
 
