@@ -76,3 +76,51 @@ def test_time_budget_fits_the_schedule_and_ends_it(dataset, tmp_path):
     logs = _losses(tmp_path / "budget")
     assert result["steps"] < 10 ** 6 and len(logs) == result["steps"]
     assert logs[-1]["lr_right"] < 0.02 * max(r["lr_right"] for r in logs)
+
+
+def test_delta_actions_train_from_the_cli_and_deploy_as_absolute_targets(dataset, tmp_path):
+    """``--delta-actions``: the arm joints are learned relative to the observed state (the gripper
+    stays absolute), with their own q01/q99; the deployed policy still returns absolute targets."""
+    from twinbrain_ros.model.normalization import absolute_actions, delta_actions
+    from twinbrain_ros.train.trainer import main
+
+    main(["--dataset", str(dataset), "--out", str(tmp_path / "delta"), "--steps", "3", "--batch-size", "2",
+          "--chunk-length", "8", "--delta-actions", "--val-every", "1000", "--save-every", "1000"])
+    policy = TwinBrainPolicy.from_checkpoint(tmp_path / "delta" / "final", device="cpu")
+    assert policy.config.delta_action_mask == [True] * 6 + [False]
+    trainer = Trainer(_cfg(dataset, tmp_path / "x", delta_actions=True))
+    sample = trainer.train_set[5]
+    deltas = sample.actions - sample.state[None]
+    np.testing.assert_allclose(delta_actions(sample.actions, sample.state, policy.config.delta_action_mask)[:, :6],
+                               deltas[:, :6], atol=1e-6)
+    # q01/q99 of the real (unpadded) chunk rows in delta space, computed here the plain way
+    rows = []
+    for i in range(len(trainer.train_set)):
+        s = trainer.train_set[i]
+        rows.append(np.c_[(s.actions - s.state[None])[:, :6], s.actions[:, 6:]][s.action_mask > 0])
+    rows = np.concatenate(rows)
+    np.testing.assert_allclose(trainer.policy.normalization.action.low, np.quantile(rows, 0.01, axis=0), atol=1e-5)
+    np.testing.assert_allclose(trainer.policy.normalization.action.high, np.quantile(rows, 0.99, axis=0), atol=1e-5)
+    target = trainer.policy.model_actions(sample.actions, sample.state)
+    back = absolute_actions(trainer.policy.normalization.action.unnormalize(target), sample.state,
+                            policy.config.delta_action_mask)
+    inside = (np.abs(target) < 1).all(1)                  # rows past q01/q99 are clipped by design
+    np.testing.assert_allclose(back[inside], sample.actions[inside], atol=1e-5)
+
+    # the same weights and noise with and without the mask differ by exactly the state on the arm joints
+    frames = [np.full((48, 48, 3), 90, np.uint8)] * 2
+    state = np.array([0.3, -0.2, 1.5, 1.0, 0.1, -0.4, 0.02], np.float32)
+    relative = policy.predict(frames, state, "touch the green cube", seed=3)
+    policy.config.delta_action_mask = []
+    plain = policy.predict(frames, state, "touch the green cube", seed=3)
+    np.testing.assert_allclose(relative - plain, np.tile(np.r_[state[:6], 0.0], (8, 1)), atol=1e-5)
+
+
+def test_delta_actions_refuse_names_that_do_not_line_up(dataset, tmp_path):
+    with pytest.raises(ValueError, match="absolute_actions names \\['claw'\\]"):
+        Trainer(_cfg(dataset, tmp_path / "bad", delta_actions=True, absolute_actions="claw"))
+    from twinbrain_ros.model import tiny_config
+    with pytest.raises(ValueError, match="one entry per action dimension"):
+        tiny_config(delta_action_mask=[True, False])
+    with pytest.raises(ValueError, match="state_dim >= action_dim"):
+        tiny_config(state_dim=3, delta_action_mask=[True] * 7)

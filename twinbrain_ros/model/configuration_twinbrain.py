@@ -34,6 +34,9 @@ class TwinBrainConfig:
     chunk_length: int = 16                  # H
     num_inference_steps: int = 4            # Euler steps
     noise_draws_per_sample: int = 4         # fresh (eps, t) per sample per training step
+    # openpi's delta actions: dimension i is predicted relative to state[i] at the observation when
+    # delta_action_mask[i] is true (arm joints), absolute otherwise (a gripper command); [] = all absolute.
+    delta_action_mask: list[bool] = field(default_factory=list)
     expert: ActionExpertConfig = field(default_factory=ActionExpertConfig)
 
     def __post_init__(self):
@@ -49,6 +52,12 @@ class TwinBrainConfig:
         for name in ("state_dim", "action_dim", "chunk_length", "num_inference_steps", "noise_draws_per_sample"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.delta_action_mask and len(self.delta_action_mask) != int(self.action_dim):
+            problems.append(f"delta_action_mask needs one entry per action dimension ({self.action_dim}), "
+                            f"got {len(self.delta_action_mask)}")
+        elif any(self.delta_action_mask) and int(self.state_dim) < int(self.action_dim):
+            problems.append(f"delta actions need state_dim >= action_dim (state[i] is action[i]'s joint), "
+                            f"got {self.state_dim} < {self.action_dim}")
         if self.expert.width % self.expert.heads:
             problems.append(f"expert.width {self.expert.width} must be divisible by expert.heads {self.expert.heads}")
         if problems:

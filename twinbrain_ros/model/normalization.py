@@ -86,3 +86,24 @@ class Normalization:
                        RangeNormalizer.from_dict(data["action"], action_dim, f"{path} action"))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"normalisation stats {path} are malformed: {exc!r}") from None
+
+
+
+def _shift_by_state(actions: np.ndarray, state: np.ndarray, mask, sign: float) -> np.ndarray:
+    mask = np.asarray(mask, bool)
+    actions = np.asarray(actions, np.float32)
+    if not mask.any():
+        return actions
+    offset = np.where(mask, np.asarray(state, np.float32)[..., : mask.size], 0.0)
+    return (actions + sign * offset[..., None, :]).astype(np.float32)
+
+
+def delta_actions(actions: np.ndarray, state: np.ndarray, mask) -> np.ndarray:
+    """Absolute chunk (..., H, A) + state (..., S) -> the model's action space (openpi's DeltaActions):
+    dims where ``mask`` is true become relative to the observed state, the rest stay absolute."""
+    return _shift_by_state(actions, state, mask, -1.0)
+
+
+def absolute_actions(actions: np.ndarray, state: np.ndarray, mask) -> np.ndarray:
+    """The inverse of ``delta_actions``: the chunk the robot is commanded."""
+    return _shift_by_state(actions, state, mask, 1.0)

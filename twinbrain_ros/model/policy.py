@@ -17,7 +17,7 @@ from .backbone import BaseVLM, load_base, make_tiny_base
 from .checkpoint import WEIGHTS_FILE, load_weights, read_checkpoint, save_checkpoint
 from .configuration_twinbrain import TwinBrainConfig, tiny_config
 from .modeling_twinbrain import TwinBrainVLA
-from .normalization import Normalization
+from .normalization import Normalization, absolute_actions, delta_actions
 from .prompts import PromptProcessor, make_right_tokenizer, to_device
 
 
@@ -113,7 +113,13 @@ class TwinBrainPolicy:
         else:
             noise = torch.as_tensor(np.asarray(noise, np.float32).reshape(shape))
         actions = self.model.sample(inputs, state, steps=steps, noise=noise)
-        return self.normalization.action.unnormalize(actions.float().cpu().numpy())
+        actions = self.normalization.action.unnormalize(actions.float().cpu().numpy())
+        return absolute_actions(actions, np.stack([np.asarray(o.state, np.float32) for o in observations]),
+                                self.config.delta_action_mask)
+
+    def model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """A chunk in robot units (H, action_dim) observed at ``state`` -> the normalised training target."""
+        return self.normalization.action.normalize(delta_actions(actions, state, self.config.delta_action_mask))
 
     def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
         """One observation -> (H, action_dim) action chunk in robot units."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
-from ..model.normalization import Normalization, RangeNormalizer
+from ..model.normalization import Normalization, RangeNormalizer, delta_actions
 from ..runtime.images import resize_rgb
 
 
@@ -68,6 +68,40 @@ class ChunkSamples:
         task = self.ds.tasks[int(data["task_index"][t])]
         return Sample([frames[t] for frames in self._episode_frames(episode)], data["observation.state"][t], task,
                       chunk.astype(np.float32), mask)
+
+    def action_range(self, mask) -> RangeNormalizer:
+        """q01/q99 of every real (unpadded) chunk row in the model's action space (``delta_actions``)."""
+        rows = []
+        for ep in self.episodes:
+            data = self._data[ep["episode_index"]]
+            actions, state = data["action"], data["observation.state"]
+            for t in range(len(actions)):
+                rows.append(delta_actions(actions[t:t + self.h], state[t], mask))
+        return RangeNormalizer.from_data(np.concatenate(rows))
+
+
+def delta_action_mask(dataset: LeRobotV3Dataset, absolute: str) -> list[bool]:
+    """Which action dims become relative to the state: all but the comma-separated ``absolute`` names.
+    Each relative dim must be the same joint as the state dim at its index."""
+    feats = dataset.info["features"]
+    actions, states = _names(feats["action"]), _names(feats["observation.state"])
+    keep = {n.strip() for n in absolute.split(",") if n.strip()}
+    unknown = sorted(keep - set(actions))
+    if unknown:
+        raise ValueError(f"{dataset.root}: absolute_actions names {unknown} are not action names {actions}")
+    mask = [name not in keep for name in actions]
+    wrong = [name for i, name in enumerate(actions) if mask[i] and (i >= len(states) or states[i] != name)]
+    if wrong:
+        raise ValueError(f"{dataset.root}: delta actions need each relative action to be the state's joint at the "
+                         f"same index; {wrong} are not (state names {states})")
+    return mask
+
+
+def _names(feature: dict) -> list[str]:
+    names = feature.get("names") or []
+    if isinstance(names, dict):        # lerobot's own datasets: {"motors": [...]}
+        names = next(iter(names.values()), [])
+    return [str(n) for n in names]
 
 
 def normalization_from_stats(dataset: LeRobotV3Dataset) -> Normalization:

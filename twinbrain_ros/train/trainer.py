@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..model import Observation, TwinBrainPolicy, load_base, make_tiny_base, tiny_config
 from ..model.configuration_twinbrain import TwinBrainConfig
-from .samples import ChunkSamples, normalization_from_stats
+from .samples import ChunkSamples, delta_action_mask, normalization_from_stats
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     time_budget_s: float = 0.0    # > 0: stop after about this long, the LR schedule fitted to it (steps = cap)
+    delta_actions: bool = False   # predict joints relative to the observed state (openpi's delta actions)
+    absolute_actions: str = "gripper"   # comma-separated action names that stay absolute with delta_actions
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -79,6 +81,8 @@ class Trainer:
                     camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws)
         if cfg.image_size:
             dims["image_size"] = [cfg.image_size, cfg.image_size]
+        if cfg.delta_actions:
+            dims["delta_action_mask"] = delta_action_mask(self.dataset, cfg.absolute_actions)
         normalization = normalization_from_stats(self.dataset)
         if cfg.base_model_path:
             base = load_base(cfg.base_model_path)
@@ -87,13 +91,15 @@ class Trainer:
             tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
             base = load_base(tiny_dir)
             config = tiny_config("qwen3_vl", str(tiny_dir.resolve()), **dims)
-        self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
         n_eps = len(self.dataset.episodes)
         n_val = min(cfg.val_episodes, max(0, n_eps - 1))
         size = tuple(config.image_size)
         self.train_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val)), size)
         self.val_set = ChunkSamples(self.dataset, cfg.chunk_length, cameras, list(range(n_eps - n_val, n_eps)),
                                     size) if n_val else None
+        if any(config.delta_action_mask):   # stats.json has absolute actions; deltas get their own q01/q99
+            normalization.action = self.train_set.action_range(config.delta_action_mask)
+        self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
         model = self.policy.model
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
         optimizer = torch.optim.AdamW([{"params": list(model.right.parameters()), "lr": cfg.lr_right},
@@ -109,8 +115,8 @@ class Trainer:
     def _batch(self, samples: ChunkSamples, indices) -> tuple:
         items = [samples[int(i)] for i in indices]
         inputs, state = self.policy.prepare([Observation(s.images, s.state, s.instruction) for s in items])
-        norm = self.policy.normalization.action
-        actions = torch.from_numpy(np.stack([norm.normalize(s.actions) for s in items])).to(self.acc.device)
+        actions = np.stack([self.policy.model_actions(s.actions, s.state) for s in items])
+        actions = torch.from_numpy(actions).to(self.acc.device)
         mask = torch.from_numpy(np.stack([s.action_mask for s in items])).to(self.acc.device)
         return inputs, state, actions, mask
 
@@ -210,6 +216,8 @@ def main(argv=None) -> None:
         flag = "--" + field.replace("_", "-")
         if field in ("dataset", "out"):
             p.add_argument(flag, required=True)
+        elif kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default.default)
         else:
             p.add_argument(flag, type=kind, default=default.default)
     p.add_argument("--resume", default=None, help="checkpoint directory written by a previous run")
