@@ -32,15 +32,15 @@ from .stats import emit
 
 
 def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_size: int,
-              lr_right: float) -> tuple[str, str, dict]:
+              lr_right: float, delta: bool) -> tuple[str, str, dict]:
     """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
                       image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
-                      noise_draws=4, val_episodes=5, time_budget_s=minutes * 60)
+                      noise_draws=4, val_episodes=5, time_budget_s=minutes * 60, delta_actions=delta)
     trainer = Trainer(cfg)
     untrained = str(trainer.save(out / "untrained"))
     result = trainer.run()
-    info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
+    info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right, "delta_actions": delta,
             "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss()}
     (out / "train_info.json").write_text(json.dumps(info))
     return untrained, result["checkpoint"], info
@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
     p.add_argument("--image-size", type=int, default=64,
                    help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
+    p.add_argument("--delta-actions", action=argparse.BooleanOptionalAction, default=True,
+                   help="arm joints relative to the observed state, gripper absolute (openpi's delta actions)")
     p.add_argument("--out", default="out/closed-loop")
     p.add_argument("--eval-only", action="store_true",
                    help="re-run only the evaluations on the dataset and checkpoints already in --out")
@@ -114,7 +116,7 @@ def main(argv=None) -> None:
     else:
         rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
         untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
-                                                   args.image_size, args.lr_right)
+                                                   args.image_size, args.lr_right, args.delta_actions)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)
