@@ -88,7 +88,6 @@ class Normalization:
             raise ValueError(f"normalisation stats {path} are malformed: {exc!r}") from None
 
 
-
 def _shift_by_state(actions: np.ndarray, state: np.ndarray, mask, sign: float) -> np.ndarray:
     mask = np.asarray(mask, bool)
     actions = np.asarray(actions, np.float32)
