@@ -172,6 +172,39 @@ def test_overspeed_chunks_are_slowed_down_or_rejected(graph, tiny_base_dirs, mod
     assert actions[:, 0].max() == pytest.approx(0.3) and actions[:, 0].min() == pytest.approx(-0.3)
 
 
+class OutOfRangeModel(FailingModel):
+    """Fault injection: the real tiny policy's chunk with joint_6 walking slowly past its upper limit (3.0),
+    as a delta-action policy drifts: within max_velocity, outside the position range for the last steps."""
+
+    def predict(self, *args, **kwargs):
+        chunk = self.policy.predict(*args, **kwargs)
+        chunk[:, :6] = 0.0
+        chunk[:, 6] = 0.02
+        chunk[:, 5] = np.linspace(2.9, 3.2, len(chunk))
+        return chunk
+
+
+@pytest.mark.parametrize("mode", ["clamp", "reject"])
+def test_out_of_range_chunks_are_clamped_or_rejected(graph, tiny_base_dirs, mode):
+    from twinbrain_ros.model import TwinBrainPolicy
+
+    real = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
+    chunks = graph.record(ActionChunk, "/policy_node/chunk")
+    node = _policy_node(graph, tiny_base_dirs, policy=OutOfRangeModel(real), out_of_range_chunks=mode)
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: node.stats["chunks"] + node.stats["rejected_chunks"] > 3)
+    if mode == "reject":
+        assert node.stats["chunks"] == 0 and chunks.count() == 0 and node.stats["clamped_chunks"] == 0
+        return
+    assert node.stats["clamped_chunks"] > 0 and node.stats["rejected_chunks"] == 0
+    assert graph.wait_for(lambda: chunks.count() > 0)
+    actions = action_chunk_array(chunks.messages[-1])
+    expected = np.minimum(np.linspace(2.9, 3.2, len(actions)), _limits()[5].upper)
+    np.testing.assert_allclose(actions[:, 5], expected)
+    assert np.all(actions[:, :5] == 0.0)
+
+
 def _quiet(rec, seconds):
     """True once nothing was recorded for ``seconds`` (output stopped)."""
     return rec.count() > 0 and time.monotonic() - rec.times[-1] >= seconds

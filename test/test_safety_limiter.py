@@ -163,6 +163,26 @@ def test_chunk_validation():
         lim.validate_chunk(NAMES, np.full((3, 3), np.nan), step_period=0.1)
 
 
+def test_chunk_clamping_holds_out_of_range_steps_at_the_limit():
+    lim = make(margin=0.05)
+    chunk = np.zeros((5, 3))
+    chunk[:, 1] = [0.8, 0.9, 1.0, 1.2, 0.9]       # j2 leaves (0.95 after the margin) for two steps
+    same, clamped = lim.clamp_chunk(NAMES, chunk[:, [0, 2, 1]] * 0)
+    assert clamped == [] and np.all(same == 0)
+    out, clamped = lim.clamp_chunk(NAMES[::-1], chunk[:, ::-1])    # columns follow the given names
+    assert clamped == ["j2"]
+    assert out[:, 1].tolist() == [0.8, 0.9, 0.95, 0.95, 0.9] and np.all(out[:, [0, 2]] == 0)
+    lim.validate_chunk(NAMES[::-1], out, step_period=0.1)        # what passes is inside the range
+    with_nan, clamped = lim.clamp_chunk(NAMES, np.full((2, 3), np.nan))
+    assert clamped == []
+    with pytest.raises(CommandRejected, match="NaN"):              # NaN is not clamped away
+        lim.validate_chunk(NAMES, with_nan, step_period=0.1)
+    with pytest.raises(CommandRejected, match="unknown joint"):
+        lim.clamp_chunk(["j1", "j2", "bogus"], chunk)
+    with pytest.raises(CommandRejected, match="values"):
+        lim.clamp_chunk(NAMES, chunk[:, :2])
+
+
 def test_workspace_box():
     box = WorkspaceBox(np.array([0.2, -0.3, 0.0]), np.array([0.6, 0.3, 0.5]))
     p, q, clamped = box.limit_pose([0.7, 0.0, 0.1], [0, 0, 0, 1])

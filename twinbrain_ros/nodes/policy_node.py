@@ -62,6 +62,9 @@ PARAMS = ROBOT + [
     Param("overspeed_chunks", "slow_down", "A chunk that needs more than max_velocity: slow_down time-scales it "
           "(same path, more steps, MoveIt-style time parameterisation); reject drops it and waits for the next.",
           one_of("slow_down", "reject")),
+    Param("out_of_range_chunks", "clamp", "A chunk that leaves a joint's position range: clamp holds those "
+          "steps at the limit (what the safety node does to each setpoint anyway; the rest of the chunk still "
+          "runs); reject drops the whole chunk and waits for the next.", one_of("clamp", "reject")),
     Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
     Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
@@ -100,7 +103,8 @@ class PolicyNode(Node):
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
-                      "chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0, "model_errors": 0}
+                      "chunks": 0, "clamped_chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0,
+                      "model_errors": 0}
         self.model_error: str | None = None
         self.refusal = "starting"
         self.last_obs_stamp = None
@@ -265,6 +269,11 @@ class PolicyNode(Node):
 
     def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
+            if self.p["out_of_range_chunks"] == "clamp":   # before slow_down: clamping can only slow a chunk
+                chunk, clamped = self.checker.clamp_chunk(self.joint_names, chunk)
+                if clamped:
+                    self.stats["clamped_chunks"] += 1
+                    self.log("info", "chunk_clamped", f"chunk left the position range of {clamped}: clamped")
             if self.p["overspeed_chunks"] == "slow_down":
                 chunk, factor = slow_down(chunk, self.p["chunk_step_period"], self.checker.vmax)
                 if factor > 1.0:
@@ -366,7 +375,8 @@ class PolicyNode(Node):
             "inference_latency_max_ms": f"{lat.max():.1f}" if lat.size else "n/a",
             "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
             "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
-            "chunks": self.stats["chunks"], "slowed_chunks": self.stats["slowed_chunks"],
+            "chunks": self.stats["chunks"], "clamped_chunks": self.stats["clamped_chunks"],
+            "slowed_chunks": self.stats["slowed_chunks"],
             "rejected_chunks": self.stats["rejected_chunks"],
             "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",

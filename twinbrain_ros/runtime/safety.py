@@ -129,6 +129,20 @@ class SafetyLimiter:
         out[[self.index[n] for n in names]] = values
         return out
 
+    def clamp_chunk(self, names, chunk: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Clamp every row of a chunk (H, D; columns in ``names`` order) into the position range, as the
+        per-command limiter would clamp each setpoint. Returns (clamped chunk, names of the joints clamped).
+        NaN/inf pass through unchanged for ``validate_chunk`` to refuse."""
+        chunk = np.asarray(chunk, np.float64)
+        if chunk.ndim != 2:
+            raise CommandRejected("chunk", f"chunk must be (H, D), got {chunk.shape}")
+        if len(chunk):
+            self.order(names, np.nan_to_num(chunk[0]))   # same name checks as a single command
+        columns = [self.index[n] for n in names]
+        clamped = np.clip(chunk, self.lower[columns], self.upper[columns])
+        moved = np.any(clamped != chunk, axis=0) & np.all(np.isfinite(chunk), axis=0)
+        return clamped, [n for n, m in zip(names, moved) if m]
+
     def validate_chunk(self, names, chunk: np.ndarray, step_period: float, start: np.ndarray | None = None) -> None:
         """Refuse a whole chunk (H, D) that leaves the position range or needs more than the velocity limit."""
         chunk = np.asarray(chunk, np.float64)
