@@ -215,8 +215,11 @@ def _send(pub, names, positions):
 
 
 def _check_limits(outputs, limits):
-    """Every controller output within the YAML limits (margin 0.01), checked like the limiter's unit tests."""
-    check_outputs([m.points[0].positions for m in outputs], SafetyLimiter(limits, 0.01, position_margin=0.01))
+    """Every controller output within the YAML limits and margins, checked like the limiter's unit tests."""
+    import yaml
+
+    margin = yaml.safe_load(open("config/arm.yaml"))["safety_node"]["ros__parameters"]["position_margin"]
+    check_outputs([m.points[0].positions for m in outputs], SafetyLimiter(limits, 0.01, position_margin=margin))
 
 
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):

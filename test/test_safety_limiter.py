@@ -163,6 +163,19 @@ def test_chunk_validation():
         lim.validate_chunk(NAMES, np.full((3, 3), np.nan), step_period=0.1)
 
 
+def test_position_margin_per_joint():
+    limits = [JointLimit(n, -1.0, 1.0, max_velocity=2.0, max_acceleration=20.0) for n in NAMES]
+    lim = SafetyLimiter(limits, DT, position_margin=[0.05, 0.05, 0.0])
+    assert lim.lower.tolist() == [-0.95, -0.95, -1.0] and lim.upper.tolist() == [0.95, 0.95, 1.0]
+    lim.reset(np.zeros(3), now=0.0)
+    out = ramp_to(lim, np.array([-1.0, -1.0, -1.0]), steps=300)
+    np.testing.assert_allclose(out[-1], [-0.95, -0.95, -1.0])    # the joint without margin reaches its limit
+    with pytest.raises(ValueError, match="one per joint"):
+        SafetyLimiter(limits, DT, position_margin=[0.05, 0.05])
+    with pytest.raises(ValueError, match=">= 0"):
+        SafetyLimiter(limits, DT, position_margin=[0.05, -0.01, 0.0])
+
+
 def test_chunk_clamping_holds_out_of_range_steps_at_the_limit():
     lim = make(margin=0.05)
     chunk = np.zeros((5, 3))

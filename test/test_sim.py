@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from twinbrain_ros.sim.arm_sim import ARM_JOINTS, TASKS, ArmSim
-from twinbrain_ros.sim.expert import run_episode
+from twinbrain_ros.sim.expert import ScriptedExpert, run_episode
 from twinbrain_ros.sim.trajectory import TrajectoryFollower
 
 
@@ -67,6 +67,26 @@ def test_trajectory_follower_has_jtc_semantics():
 @pytest.mark.parametrize("task", list(TASKS))
 def test_scripted_expert_solves_each_task(sim, task):
     assert all(run_episode(sim, seed, task) for seed in (1, 2, 3))
+
+
+def test_safety_limits_of_the_config_leave_the_demonstrations_untouched(sim):
+    """What the scripted expert demonstrates must pass the safety node unclamped: a margin that cuts into
+    it (0.01 on a gripper whose closed position is 0.0) hands the policy states it never saw in training."""
+    import yaml
+
+    from twinbrain_ros.nodes.params import joint_limits
+    from twinbrain_ros.runtime.safety import SafetyLimiter
+
+    config = yaml.safe_load(open("config/arm.yaml"))
+    shared, safety = config["/**"]["ros__parameters"], config["safety_node"]["ros__parameters"]
+    limiter = SafetyLimiter(joint_limits(shared), 0.01, safety["position_margin"])
+    for task in TASKS:
+        for seed in (1, 2):
+            sim.reset(seed, task)
+            expert = ScriptedExpert(sim)
+            commands = np.array([expert.command(t) for t in np.arange(0.0, expert.duration, 0.05)])
+            inside = (commands >= limiter.lower - 1e-9) & (commands <= limiter.upper + 1e-9)   # float rounding
+            assert inside.all(), (task, seed, np.argwhere(~inside)[:3])
 
 
 def test_success_detectors_are_false_at_reset(sim):

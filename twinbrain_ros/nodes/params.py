@@ -36,6 +36,10 @@ def non_negative(value) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
+def all_non_negative(values) -> str | None:
+    return None if all(v >= 0 for v in values) else "must all be >= 0"
+
+
 def one_of(*choices) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else f"must be one of {list(choices)}"
 

@@ -29,7 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ..msg import SafetyStatus
 from ..runtime.safety import LIMIT_KINDS, CommandRejected, SafetyLimiter, WorkspaceBox
 from .diagnostics import ThrottledLog, diagnostic_array
-from .params import ROBOT, Param, declare, joint_limits, non_negative, positive
+from .params import ROBOT, Param, all_non_negative, declare, joint_limits, non_negative, positive
 from .qos import LATCHED
 from .ros_convert import joint_trajectory, sec_to_stamp
 
@@ -41,7 +41,9 @@ PARAMS = ROBOT + [
     Param("pose_output_topic", "/servo_node/pose_target_cmds", "Where checked pose targets go."),
     Param("workspace_min", [-1.0, -1.0, 0.0], "End-effector workspace box lower corner (x, y, z)."),
     Param("workspace_max", [1.0, 1.0, 1.5], "End-effector workspace box upper corner (x, y, z)."),
-    Param("position_margin", 0.02, "Soft margin inside every position limit.", non_negative),
+    Param("position_margin", [0.02] * 6 + [0.0], "Soft margin inside each joint's position limits, one per "
+          "joint in its own units (rad; m for a prismatic gripper, where it must not block a full close).",
+          all_non_negative),
     Param("max_step", 0.0, "Largest position change per command; 0 disables it.", non_negative),
     Param("command_timeout", 0.3, "Watchdog: decelerate to a hold after this long without a valid command.",
           positive),

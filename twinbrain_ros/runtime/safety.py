@@ -49,8 +49,10 @@ class CommandRejected(ValueError):
 
 
 class SafetyLimiter:
-    def __init__(self, limits: list[JointLimit], period: float, position_margin: float = 0.0,
+    def __init__(self, limits: list[JointLimit], period: float, position_margin: float | list[float] = 0.0,
                  max_step: float | None = None, timeout: float = 0.5):
+        """``position_margin``: one value for all joints or one per joint, in each joint's units (a margin
+        in rad on the arm would eat a quarter of a 4 cm gripper's stroke)."""
         if period <= 0:
             raise ValueError("control period must be > 0")
         self.names = [lim.name for lim in limits]
@@ -58,7 +60,11 @@ class SafetyLimiter:
             raise ValueError(f"duplicate joint names in limits: {self.names}")
         self.index = {n: i for i, n in enumerate(self.names)}
         arr = lambda attr: np.array([getattr(lim, attr) for lim in limits], np.float64)  # noqa: E731
-        self.lower, self.upper = arr("lower") + position_margin, arr("upper") - position_margin
+        margin = np.asarray(position_margin, np.float64)
+        if margin.ndim > 1 or (margin.ndim == 1 and len(margin) != len(limits)) or np.any(margin < 0):
+            raise ValueError(f"position_margin must be >= 0, one value or one per joint ({len(limits)}), "
+                             f"got {position_margin}")
+        self.lower, self.upper = arr("lower") + margin, arr("upper") - margin
         if np.any(self.lower >= self.upper):
             raise ValueError("position_margin leaves no room inside the joint limits")
         self.vmax, self.amax = arr("max_velocity"), arr("max_acceleration")
