@@ -98,3 +98,17 @@ def test_normalisation_round_trip_and_clipping():
     assert y.min() >= -1 and y.max() <= 1 and np.all(y[:, 2] == 0)
     inside = data[(np.abs(y[:, :2]) < 1).all(1)]
     np.testing.assert_allclose(norm.unnormalize(norm.normalize(inside))[:, :2], inside[:, :2], rtol=1e-4, atol=1e-4)
+
+
+def test_narrow_spans_are_widened_so_noise_stays_small():
+    """A gripper that stays closed in every demonstration (q01..q99 = 3..4 mm): without widening, 1 mm of
+    settling noise spans the whole input range; widened to 1 cm it moves the input by 0.2."""
+    from twinbrain_ros.model import RangeNormalizer
+
+    norm = RangeNormalizer(np.array([-1.0, 0.003], np.float32), np.array([1.0, 0.004], np.float32))
+    assert norm.normalize([0.5, 0.003]).tolist() == [0.5, -1.0] and norm.normalize([0.5, 0.004])[1] == 1.0
+    wide = norm.widened(0.01)
+    np.testing.assert_allclose(wide.low, [-1.0, -0.0015], atol=1e-7)
+    np.testing.assert_allclose(wide.high, [1.0, 0.0085], atol=1e-7)
+    np.testing.assert_allclose(wide.normalize([0.5, 0.004]) - wide.normalize([0.5, 0.003]), [0.0, 0.2], atol=1e-6)
+    np.testing.assert_allclose(wide.unnormalize(wide.normalize([0.5, 0.0035])), [0.5, 0.0035], atol=1e-6)

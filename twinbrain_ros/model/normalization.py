@@ -24,6 +24,13 @@ class RangeNormalizer:
         return cls(np.quantile(values, 0.01, axis=0).astype(np.float32),
                    np.quantile(values, 0.99, axis=0).astype(np.float32))
 
+    def widened(self, min_span: float) -> "RangeNormalizer":
+        """Spans narrower than ``min_span`` widened to it around their middle. A dimension that barely moves
+        in the demonstrations (a gripper that stays closed: q01..q99 = 3..4 mm) would otherwise map sensor
+        noise onto the whole [-1, 1] input range, and the policy learns to read meaning into it."""
+        mid, half = (self.low + self.high) / 2, np.maximum(self.high - self.low, min_span) / 2
+        return RangeNormalizer((mid - half).astype(np.float32), (mid + half).astype(np.float32))
+
     def _span(self):
         span = self.high - self.low
         # A constant dimension (q01 == q99) maps to 0 instead of dividing by zero.

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..model import Observation, TwinBrainPolicy, load_base, make_tiny_base, tiny_config
 from ..model.configuration_twinbrain import TwinBrainConfig
+from ..model.normalization import Normalization
 from .samples import ChunkSamples, delta_action_mask, normalization_from_stats
 
 
@@ -55,6 +56,7 @@ class TrainConfig:
     time_budget_s: float = 0.0    # > 0: stop after about this long, the LR schedule fitted to it (steps = cap)
     delta_actions: bool = False   # predict joints relative to the observed state (openpi's delta actions)
     absolute_actions: str = "gripper"   # comma-separated action names that stay absolute with delta_actions
+    min_norm_span: float = 0.01   # q01..q99 spans below this (rad, m) are widened: noise stays noise
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -99,6 +101,8 @@ class Trainer:
                                     size) if n_val else None
         if any(config.delta_action_mask):   # stats.json has absolute actions; deltas get their own q01/q99
             normalization.action = self.train_set.action_range(config.delta_action_mask)
+        normalization = Normalization(normalization.state.widened(cfg.min_norm_span),
+                                      normalization.action.widened(cfg.min_norm_span))
         self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
         model = self.policy.model
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
