@@ -139,66 +139,60 @@ def test_model_exception_keeps_node_alive_with_error_and_no_motion(graph, tiny_b
     assert node.worker.is_alive()
 
 
-class OverspeedModel(FailingModel):
-    """Fault injection: the real tiny policy's chunk with joint_1 swinging ±0.3 rad every step (inside its
-    range: 6 rad/s needed, joint_1 allows 1.5)."""
+class ShapedChunkModel(FailingModel):
+    """Fault injection: the real tiny policy's chunk with the arm at 0, the gripper at 0.02 and one joint
+    following ``path(H)`` — an infeasible chunk of a chosen kind."""
+
+    def __init__(self, policy, joint, path):
+        super().__init__(policy)
+        self.joint, self.path = joint, path
 
     def predict(self, *args, **kwargs):
         chunk = self.policy.predict(*args, **kwargs)
         chunk[:, :6] = 0.0
         chunk[:, 6] = 0.02
-        chunk[:, 0] = 0.3 * (-1.0) ** np.arange(len(chunk))
+        chunk[:, self.joint] = self.path(len(chunk))
         return chunk
 
 
-@pytest.mark.parametrize("mode", ["slow_down", "reject"])
-def test_overspeed_chunks_are_slowed_down_or_rejected(graph, tiny_base_dirs, mode):
+def _run_shaped(graph, tiny_base_dirs, joint, path, **params):
+    """policy_node on a ShapedChunkModel until a few chunks were accepted or rejected."""
     from twinbrain_ros.model import TwinBrainPolicy
 
     real = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
     chunks = graph.record(ActionChunk, "/policy_node/chunk")
-    node = _policy_node(graph, tiny_base_dirs, policy=OverspeedModel(real), overspeed_chunks=mode)
+    node = _policy_node(graph, tiny_base_dirs, policy=ShapedChunkModel(real, joint, path), **params)
     graph.start_feed()
     graph.publish_instruction("pick up the red cube")
     assert graph.wait_for(lambda: node.stats["chunks"] + node.stats["rejected_chunks"] > 3)
+    if node.stats["chunks"]:
+        assert graph.wait_for(lambda: chunks.count() > 0)
+    return node, chunks
+
+
+@pytest.mark.parametrize("mode", ["slow_down", "reject"])
+def test_overspeed_chunks_are_slowed_down_or_rejected(graph, tiny_base_dirs, mode):
+    # joint_1 swings ±0.3 rad every step, inside its range: 6 rad/s needed, joint_1 allows 1.5
+    node, chunks = _run_shaped(graph, tiny_base_dirs, 0, lambda h: 0.3 * (-1.0) ** np.arange(h),
+                               overspeed_chunks=mode)
     if mode == "reject":
         assert node.stats["chunks"] == 0 and chunks.count() == 0
         return
     assert node.stats["slowed_chunks"] > 0 and node.stats["rejected_chunks"] == 0
-    assert graph.wait_for(lambda: chunks.count() > 0)
     actions = action_chunk_array(chunks.messages[-1])
     limit = _limits()[0].max_velocity * duration_to_sec(chunks.messages[-1].step_period)
     assert len(actions) > 16 and np.abs(np.diff(actions[:, 0])).max() <= limit + 1e-9
     assert actions[:, 0].max() == pytest.approx(0.3) and actions[:, 0].min() == pytest.approx(-0.3)
 
 
-class OutOfRangeModel(FailingModel):
-    """Fault injection: the real tiny policy's chunk with joint_6 walking slowly past its upper limit (3.0),
-    as a delta-action policy drifts: within max_velocity, outside the position range for the last steps."""
-
-    def predict(self, *args, **kwargs):
-        chunk = self.policy.predict(*args, **kwargs)
-        chunk[:, :6] = 0.0
-        chunk[:, 6] = 0.02
-        chunk[:, 5] = np.linspace(2.9, 3.2, len(chunk))
-        return chunk
-
-
 @pytest.mark.parametrize("mode", ["clamp", "reject"])
 def test_out_of_range_chunks_are_clamped_or_rejected(graph, tiny_base_dirs, mode):
-    from twinbrain_ros.model import TwinBrainPolicy
-
-    real = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
-    chunks = graph.record(ActionChunk, "/policy_node/chunk")
-    node = _policy_node(graph, tiny_base_dirs, policy=OutOfRangeModel(real), out_of_range_chunks=mode)
-    graph.start_feed()
-    graph.publish_instruction("pick up the red cube")
-    assert graph.wait_for(lambda: node.stats["chunks"] + node.stats["rejected_chunks"] > 3)
+    # joint_6 walks slowly past its upper limit (3.0), as a drifting delta-action policy's would
+    node, chunks = _run_shaped(graph, tiny_base_dirs, 5, lambda h: np.linspace(2.9, 3.2, h), out_of_range_chunks=mode)
     if mode == "reject":
         assert node.stats["chunks"] == 0 and chunks.count() == 0 and node.stats["clamped_chunks"] == 0
         return
     assert node.stats["clamped_chunks"] > 0 and node.stats["rejected_chunks"] == 0
-    assert graph.wait_for(lambda: chunks.count() > 0)
     actions = action_chunk_array(chunks.messages[-1])
     expected = np.minimum(np.linspace(2.9, 3.2, len(actions)), _limits()[5].upper)
     np.testing.assert_allclose(actions[:, 5], expected)
