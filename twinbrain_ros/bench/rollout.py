@@ -5,6 +5,12 @@ horizon: predict a chunk, follow its first ``--execute`` steps, predict again), 
 unseen seeds. Per episode it reports success and the closest the gripper came to the target cube,
 split into horizontal and vertical error, plus how the gripper's x/y at that moment correlate with
 the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the image).
+
+``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
+the policy_node's chunk executor (blend settings from config/arm.yaml) at the control rate, a chunk
+taking effect S seconds after its observation, fresh noise per chunk, and every setpoint through the
+safety limiter built from the same config. It separates what the model does from what the graph
+(transport, timing under load, processes) does to it.
 """
 
 from __future__ import annotations
@@ -13,15 +19,35 @@ import argparse
 
 import numpy as np
 
+import yaml
+
+from ..graph import default_config
 from ..model import TwinBrainPolicy
+from ..runtime.chunk_executor import ChunkExecutor
+from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim
 from .stats import emit
 
 
+class _Closest:
+    """Closest approach of the gripper to the target cube over an episode."""
+
+    def __init__(self, sim: ArmSim, cube: str):
+        self.sim, self.cube, self.best = sim, cube, None
+
+    def update(self) -> bool:
+        tcp, cube = self.sim.tcp_pos(), self.sim.cube_pos(self.cube)
+        if self.best is None or np.linalg.norm(tcp - cube) < np.linalg.norm(self.best[0] - self.best[1]):
+            self.best = (tcp, cube)
+        return self.sim.success()
+
+    def result(self, success: bool) -> dict:
+        return {"success": success, "tcp": self.best[0], "cube": self.best[1]}
+
+
 def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float, execute: int) -> dict:
     target = sim.reset(seed, task)
-    step = 1.0 / 10   # the dataset's fps: one chunk row per 0.1 s
-    t, best = 0.0, None
+    closest, step, t = _Closest(sim, target.cube), 1.0 / 10, 0.0   # the dataset's fps: a chunk row per 0.1 s
     while t < seconds:
         images = [sim.render(c) for c in policy.config.camera_names]
         chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=0)
@@ -29,12 +55,39 @@ def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds:
             sim.set_targets(row)
             sim.step(step)
             t += step
-            tcp, cube = sim.tcp_pos(), sim.cube_pos(target.cube)
-            if best is None or np.linalg.norm(tcp - cube) < np.linalg.norm(best[0] - best[1]):
-                best = (tcp, cube)
-            if sim.success():
-                return {"success": True, "tcp": best[0], "cube": best[1]}
-    return {"success": False, "tcp": best[0], "cube": best[1]}
+            if closest.update():
+                return closest.result(True)
+    return closest.result(False)
+
+
+def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float,
+                       latency: float, config: dict) -> dict:
+    """policy_node's executor + safety_node's limiter in sim time; a chunk applies ``latency`` s after its
+    observation, and the next observation is taken then (one inference at a time, as in the node)."""
+    from ..nodes.params import joint_limits   # reads the shared robot parameters as the nodes do
+
+    shared, node = config["/**"]["ros__parameters"], config["policy_node"]["ros__parameters"]
+    names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
+    target = sim.reset(seed, task)
+    executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
+    limiter = SafetyLimiter(joint_limits(shared), dt, config["safety_node"]["ros__parameters"]["position_margin"])
+    limiter.reset(sim.joint_positions(), 0.0)
+    closest, rng, t, pending = _Closest(sim, target.cube), np.random.default_rng(seed), 0.0, None
+    while t < seconds:
+        if pending is None or t >= pending[2]:
+            if pending is not None:
+                executor.add_chunk(pending[0], pending[1], t)
+            images = [sim.render(c) for c in policy.config.camera_names]
+            chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=int(rng.integers(1 << 31)))
+            pending = (chunk, t, t + latency)
+        setpoint = executor.setpoint(t)
+        if setpoint is not None:
+            sim.set_targets(limiter.limit(names, setpoint, t).positions)
+        sim.step(dt)
+        t += dt
+        if closest.update():
+            return closest.result(True)
+    return closest.result(False)
 
 
 def main(argv=None) -> None:
@@ -46,15 +99,22 @@ def main(argv=None) -> None:
     p.add_argument("--first-seed", type=int, default=10_000, help="the closed loop's unseen seeds")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--execute", type=int, default=8, help="chunk steps followed before predicting again")
+    p.add_argument("--graph-latency", type=float, default=0.0,
+                   help="> 0: execute like the ROS graph (executor, safety limiter) with this inference latency (s)")
     args = p.parse_args(argv)
     policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device="cpu")
     sim = ArmSim(image_size=(224, 224))
-    runs = [rollout(policy, sim, s, args.task, args.seconds, args.execute)
-            for s in range(args.first_seed, args.first_seed + args.episodes)]
+    config = yaml.safe_load(default_config().read_text())
+    seeds = range(args.first_seed, args.first_seed + args.episodes)
+    if args.graph_latency > 0:
+        runs = [rollout_like_graph(policy, sim, s, args.task, args.seconds, args.graph_latency, config) for s in seeds]
+    else:
+        runs = [rollout(policy, sim, s, args.task, args.seconds, args.execute) for s in seeds]
     sim.close()
     tcp, cube = np.array([r["tcp"] for r in runs]), np.array([r["cube"] for r in runs])
     corr = [float(np.corrcoef(tcp[:, k], cube[:, k])[0, 1]) for k in (0, 1)]
     emit({"bench": "rollout", "checkpoint": args.checkpoint, "task": args.task, "episodes": len(runs),
+          "graph_latency_s": args.graph_latency,
           "successes": sum(r["success"] for r in runs),
           "closest_xy_error_m_mean": round(float(np.linalg.norm(tcp[:, :2] - cube[:, :2], axis=1).mean()), 4),
           "closest_height_above_cube_m_mean": round(float((tcp[:, 2] - cube[:, 2]).mean()), 4),
