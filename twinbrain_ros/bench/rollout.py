@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 import yaml
 
 from ..graph import default_config
 from ..model import TwinBrainPolicy
+from ..nodes.params import joint_limits   # the shared robot parameters, read as the nodes read them
 from ..runtime.chunk_executor import ChunkExecutor
 from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim
@@ -64,8 +64,6 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
                        latency: float, config: dict) -> dict:
     """policy_node's executor + safety_node's limiter in sim time; a chunk applies ``latency`` s after its
     observation, and the next observation is taken then (one inference at a time, as in the node)."""
-    from ..nodes.params import joint_limits   # reads the shared robot parameters as the nodes do
-
     shared, node = config["/**"]["ros__parameters"], config["policy_node"]["ros__parameters"]
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     target = sim.reset(seed, task)
