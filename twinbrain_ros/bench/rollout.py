@@ -22,7 +22,7 @@ import yaml
 
 from ..graph import default_config
 from ..model import TwinBrainPolicy
-from ..nodes.params import joint_limits   # the shared robot parameters, read as the nodes read them
+from ..nodes.params import joint_limits  # the shared robot parameters, read as the nodes read them
 from ..runtime.chunk_executor import ChunkExecutor
 from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim
