@@ -164,7 +164,9 @@ class SimArmNode(Node):
                 for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
                     rgb = self.sim.render(cam)
                     h, w, _ = rgb.shape
-                    pub.publish(Image(header=Header(stamp=sec_to_stamp(self.now())), height=h, width=w,
+                    # stamped with the physics state it shows (like a camera's exposure time), not the
+                    # end of rendering: the policy pairs each frame with the joint state at its stamp
+                    pub.publish(Image(header=Header(stamp=stamp), height=h, width=w,
                                       encoding="rgb8", step=w * 3,
                                       # array.array is taken as-is; bytes are checked element by element (6x slower)
                                       data=array.array("B", rgb.tobytes())))
