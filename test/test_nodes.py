@@ -16,7 +16,6 @@ from twinbrain_ros.msg import ActionChunk, SafetyStatus
 from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
 from twinbrain_ros.nodes.safety_node import SafetyNode
-from twinbrain_ros.runtime.safety import SafetyLimiter
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
 
@@ -208,12 +207,13 @@ def _send(pub, names, positions):
     pub.publish(JointTrajectory(joint_names=list(names), points=[JointTrajectoryPoint(positions=[float(p) for p in positions])]))
 
 
-def _check_limits(outputs, limits):
+def _check_limits(outputs):
     """Every controller output within the YAML limits and margins, checked like the limiter's unit tests."""
     import yaml
 
-    margin = yaml.safe_load(open("config/arm.yaml"))["safety_node"]["ros__parameters"]["position_margin"]
-    check_outputs([m.points[0].positions for m in outputs], SafetyLimiter(limits, 0.01, position_margin=margin))
+    from twinbrain_ros.nodes.params import config_safety_limiter
+
+    check_outputs([m.points[0].positions for m in outputs], config_safety_limiter(yaml.safe_load(open("config/arm.yaml"))))
 
 
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
@@ -252,7 +252,7 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     # hold and the output stops at rest
     assert graph.wait_for(lambda: _status(diags, "twinbrain: safety")[1].get("watchdog") == "True")
     assert graph.wait_for(lambda: _quiet(controller, 0.3)), "the arm did not come to rest under the watchdog"
-    _check_limits(controller.messages, _limits())
+    _check_limits(controller.messages)
     status, values = _status(diags, "twinbrain: safety")
     for kind in ("interventions.nan", "interventions.unknown_joint", "interventions.position", "interventions.watchdog"):
         assert int(values.get(kind, 0)) > 0, kind
@@ -292,7 +292,7 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     _send(pub, JOINTS, [0.5] * 6 + [0.02])
     time.sleep(0.3)
     assert controller.count() == n
-    _check_limits(controller.messages, _limits())
+    _check_limits(controller.messages)
 
 
 def test_bad_parameters_fail_at_start_with_a_clear_error(graph):

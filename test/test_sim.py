@@ -74,12 +74,9 @@ def test_safety_limits_of_the_config_leave_the_demonstrations_untouched(sim):
     it (0.01 on a gripper whose closed position is 0.0) hands the policy states it never saw in training."""
     import yaml
 
-    from twinbrain_ros.nodes.params import joint_limits
-    from twinbrain_ros.runtime.safety import SafetyLimiter
+    from twinbrain_ros.nodes.params import config_safety_limiter
 
-    config = yaml.safe_load(open("config/arm.yaml"))
-    shared, safety = config["/**"]["ros__parameters"], config["safety_node"]["ros__parameters"]
-    limiter = SafetyLimiter(joint_limits(shared), 0.01, safety["position_margin"])
+    limiter = config_safety_limiter(yaml.safe_load(open("config/arm.yaml")))
     for task in TASKS:
         for seed in (1, 2):
             sim.reset(seed, task)

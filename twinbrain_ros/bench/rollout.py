@@ -22,9 +22,8 @@ import yaml
 
 from ..graph import default_config
 from ..model import TwinBrainPolicy
-from ..nodes.params import joint_limits  # the shared robot parameters, read as the nodes read them
+from ..nodes.params import config_safety_limiter
 from ..runtime.chunk_executor import ChunkExecutor
-from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim
 from .stats import emit
 
@@ -68,7 +67,7 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     target = sim.reset(seed, task)
     executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
-    limiter = SafetyLimiter(joint_limits(shared), dt, config["safety_node"]["ros__parameters"]["position_margin"])
+    limiter = config_safety_limiter(config)
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, t, pending = _Closest(sim, target.cube), np.random.default_rng(seed), 0.0, None
     while t < seconds:
@@ -102,9 +101,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device="cpu")
     sim = ArmSim(image_size=(224, 224))
-    config = yaml.safe_load(default_config().read_text())
     seeds = range(args.first_seed, args.first_seed + args.episodes)
     if args.graph_latency > 0:
+        config = yaml.safe_load(default_config().read_text())
         runs = [rollout_like_graph(policy, sim, s, args.task, args.seconds, args.graph_latency, config) for s in seeds]
     else:
         runs = [rollout(policy, sim, s, args.task, args.seconds, args.execute) for s in seeds]
