@@ -50,6 +50,7 @@ class ArmSim:
         self.tcp = self.model.site("tcp").id
         self.task = TASKS["pick"]
         self.start_cube_pos = {}
+        self._unstepped = 0.0   # requested time not yet simulated (less than one physics step)
         self.reset(seed)
 
     # -- episode ----------------------------------------------------------------------------
@@ -73,6 +74,7 @@ class ArmSim:
         mujoco.mj_forward(self.model, self.data)
         for _ in range(50):                               # settle contacts
             mujoco.mj_step(self.model, self.data)
+        self._unstepped = 0.0
         self.start_cube_pos = {c: self.cube_pos(c).copy() for c in CUBES}
         return self.task
 
@@ -91,7 +93,13 @@ class ArmSim:
         self.data.ctrl[:] = np.clip(q, self.lower, self.upper)
 
     def step(self, seconds: float) -> None:
-        for _ in range(max(1, int(round(seconds / self.model.opt.timestep)))):
+        """Advance the physics by ``seconds``. A duration that is not a multiple of the 2 ms physics step is
+        carried over to the next call, so simulated time keeps pace with the caller's clock: rounding 5 ms
+        to two steps made a 200 Hz loop run the arm at 80 % speed."""
+        self._unstepped += seconds
+        steps = int(self._unstepped / self.model.opt.timestep + 1e-6)
+        self._unstepped -= steps * self.model.opt.timestep
+        for _ in range(steps):
             mujoco.mj_step(self.model, self.data)
 
     def cube_pos(self, cube: str) -> np.ndarray:
