@@ -24,29 +24,23 @@ from ..graph import default_config
 from ..model import TwinBrainPolicy
 from ..nodes.params import config_safety_limiter
 from ..runtime.chunk_executor import ChunkExecutor
-from ..sim.arm_sim import ArmSim
+from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import emit
 
 
-class _Closest:
-    """Closest approach of the gripper to the target cube over an episode."""
+def _done(closest: ClosestApproach) -> bool:
+    """Per physics tick: track the closest approach, then ask the task's success detector."""
+    closest.update()
+    return closest.sim.success()
 
-    def __init__(self, sim: ArmSim, cube: str):
-        self.sim, self.cube, self.best = sim, cube, None
 
-    def update(self) -> bool:
-        tcp, cube = self.sim.tcp_pos(), self.sim.cube_pos(self.cube)
-        if self.best is None or np.linalg.norm(tcp - cube) < np.linalg.norm(self.best[0] - self.best[1]):
-            self.best = (tcp, cube)
-        return self.sim.success()
-
-    def result(self, success: bool) -> dict:
-        return {"success": success, "tcp": self.best[0], "cube": self.best[1]}
+def _result(closest: ClosestApproach, success: bool) -> dict:
+    return {"success": success, "tcp": closest.tcp, "cube": closest.cube}
 
 
 def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float, execute: int) -> dict:
     target = sim.reset(seed, task)
-    closest, step, t = _Closest(sim, target.cube), 1.0 / 10, 0.0   # the dataset's fps: a chunk row per 0.1 s
+    closest, step, t = ClosestApproach(sim), 1.0 / 10, 0.0   # the dataset's fps: a chunk row per 0.1 s
     while t < seconds:
         images = [sim.render(c) for c in policy.config.camera_names]
         chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=0)
@@ -54,9 +48,9 @@ def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds:
             sim.set_targets(row)
             sim.step(step)
             t += step
-            if closest.update():
-                return closest.result(True)
-    return closest.result(False)
+            if _done(closest):
+                return _result(closest, True)
+    return _result(closest, False)
 
 
 def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float,
@@ -69,7 +63,7 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
     limiter = config_safety_limiter(config)
     limiter.reset(sim.joint_positions(), 0.0)
-    closest, rng, t, pending = _Closest(sim, target.cube), np.random.default_rng(seed), 0.0, None
+    closest, rng, t, pending = ClosestApproach(sim), np.random.default_rng(seed), 0.0, None
     while t < seconds:
         if pending is None or t >= pending[2]:
             if pending is not None:
@@ -82,9 +76,9 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
             sim.set_targets(limiter.limit(names, setpoint, t).positions)
         sim.step(dt)
         t += dt
-        if closest.update():
-            return closest.result(True)
-    return closest.result(False)
+        if _done(closest):
+            return _result(closest, True)
+    return _result(closest, False)
 
 
 def main(argv=None) -> None:

@@ -1,10 +1,11 @@
 """sim_arm: the MuJoCo arm as a stand-in robot driver + joint_trajectory_controller.
 
-Publishes camera images (rgb8, stamped at render time, sensor-data QoS) and joint_states; executes
-JointTrajectory on the controller topic with JTC semantics; physics runs in real time in its own
-thread (which also owns the EGL context). Each episode draws cube poses and a task from the seed and
-publishes the task's instruction (latched). ``~/reset`` starts the next episode; ``~/success`` and
-/diagnostics report the task's success detector. With ``expert: true`` the scripted expert drives the
+Publishes camera images (rgb8, stamped with the physics step they show, sensor-data QoS) and
+joint_states; executes JointTrajectory on the controller topic with JTC semantics; physics runs in
+real time in its own thread (which also owns the EGL context). Each episode draws cube poses and a
+task from the seed and publishes the task's instruction (latched). ``~/reset`` starts the next
+episode and logs how the last one ended (success time, closest approach to the target cube);
+``~/success`` and /diagnostics report the task's success detector. With ``expert: true`` the scripted expert drives the
 arm and publishes its commands on ``leader_topic`` like a teleoperator's leader arm.
 """
 
@@ -22,7 +23,7 @@ from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim
+from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim, ClosestApproach
 from ..sim.expert import ScriptedExpert
 from ..sim.trajectory import TrajectoryFollower
 from .diagnostics import ThrottledLog, diagnostic_array
@@ -62,6 +63,8 @@ class SimArmNode(Node):
         self.expert: ScriptedExpert | None = None
         self.episode_start = 0.0
         self.success = False
+        self.closest: ClosestApproach | None = None
+        self.succeeded_at: float | None = None   # seconds into the episode of the first success
         self._reset_request = threading.Event()
         self._reset_request.set()
         self._ready = threading.Event()
@@ -110,6 +113,9 @@ class SimArmNode(Node):
     # -- physics thread (owns MuJoCo and the EGL context) ---------------------------------------
     def _new_episode(self) -> None:
         p = self.p
+        if self.closest is not None:   # how the last episode went, for whoever reads the log after an evaluation
+            result = "no success" if self.succeeded_at is None else f"success after {self.succeeded_at:.1f} s"
+            self.get_logger().info(f"episode {self.episode} ended ({result}): {self.closest.summary()}")
         if self.sim is None:
             self.sim = ArmSim((p["image_height"], p["image_width"]), p["camera_names"])
         seed = p["seed"] + self.episode
@@ -119,6 +125,7 @@ class SimArmNode(Node):
             self.expert = ScriptedExpert(self.sim) if p["expert"] else None
             self.episode_start = self.now()
             self.success = False
+        self.closest, self.succeeded_at = ClosestApproach(self.sim), None
         self.episode += 1
         if p["publish_instruction"]:
             self.instruction_pub.publish(String(data=task.instruction))
@@ -170,9 +177,12 @@ class SimArmNode(Node):
                                       encoding="rgb8", step=w * 3,
                                       # array.array is taken as-is; bytes are checked element by element (6x slower)
                                       data=array.array("B", rgb.tobytes())))
+            self.closest.update()
             success = self.sim.success()
             if success != self.success:
                 self.success = success
+                if success and self.succeeded_at is None:
+                    self.succeeded_at = self.now() - self.episode_start
                 self.success_pub.publish(Bool(data=success))
             wall += dt
             delay = wall - time.monotonic()
@@ -185,7 +195,7 @@ class SimArmNode(Node):
         if self.sim is None:
             return
         values = {"episode": self.episode, "task": self.sim.task.name, "instruction": self.sim.task.instruction,
-                  "success": self.success, "sim_time": f"{self.sim.time:.2f}"}
+                  "success": self.success, "sim_time": f"{self.sim.time:.2f}", **(self.closest.summary() if self.closest else {})}
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: sim_arm", self.get_name(),
                                                "ok", "success" if self.success else "running", values))
 

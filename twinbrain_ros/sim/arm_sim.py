@@ -35,6 +35,26 @@ TASKS = {
 }
 
 
+class ClosestApproach:
+    """Where the gripper came closest to the episode's target cube: the first thing to look at when a
+    policy fails (did it go to the right place at all? stop above the cube, or beside it?)."""
+
+    def __init__(self, sim: "ArmSim"):
+        self.sim, self.tcp, self.cube = sim, None, None
+
+    def update(self) -> None:
+        tcp, cube = self.sim.tcp_pos(), self.sim.cube_pos(self.sim.task.cube)
+        if self.tcp is None or np.linalg.norm(tcp - cube) < np.linalg.norm(self.tcp - self.cube):
+            self.tcp, self.cube = tcp, cube
+
+    def summary(self) -> dict:
+        """Horizontal error and height above the cube centre (m) at the closest approach."""
+        if self.tcp is None:
+            return {}
+        return {"closest_xy_m": round(float(np.linalg.norm(self.tcp[:2] - self.cube[:2])), 4),
+                "closest_height_m": round(float(self.tcp[2] - self.cube[2]), 4)}
+
+
 class ArmSim:
     def __init__(self, image_size=(224, 224), cameras=("front", "wrist"), seed: int = 0):
         self.model = mujoco.MjModel.from_xml_path(str(ASSET))
