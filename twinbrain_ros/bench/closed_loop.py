@@ -46,6 +46,13 @@ def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_siz
     return untrained, result["checkpoint"], info
 
 
+def _call(client, timeout: float = 15.0) -> None:
+    future = client.call_async(client.srv_type.Request())
+    end = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < end:
+        time.sleep(0.02)
+
+
 def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path) -> dict:
     """Run the whole graph on ``checkpoint`` and count successes over the seeds."""
     import rclpy
@@ -66,23 +73,23 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         success = threading.Event()
         node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, LATCHED)
         reset = node.create_client(Trigger, "/sim_arm/reset")
+        new_episode = node.create_client(Trigger, "/policy_node/reset")
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
         try:
-            if not reset.wait_for_service(timeout_sec=180):
+            if not (reset.wait_for_service(timeout_sec=180) and new_episode.wait_for_service(timeout_sec=180)):
                 raise RuntimeError(f"the graph did not come up; see {log_path}")
             time.sleep(5.0)                               # model load; the first episode starts with the graph
             for k in range(len(seeds)):
                 success.clear()
                 if k > 0:                                 # next seed: the sim draws seed + k itself
-                    future = reset.call_async(Trigger.Request())
-                    end = time.monotonic() + 15
-                    while not future.done() and time.monotonic() < end:
-                        time.sleep(0.02)
+                    _call(reset)
+                    _call(new_episode)                    # the policy drops its plan for the last scene
                 results.append(success.wait(episode_seconds))
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    return {"success_rate": round(sum(results) / len(results), 3), "successes": int(sum(results)), "episodes": len(results)}
+    return {"success_rate": round(sum(results) / len(results), 3), "successes": int(sum(results)), "episodes": len(results),
+            "failed_seeds": [s for s, ok in zip(seeds, results) if not ok]}
 
 
 def main(argv=None) -> None:

@@ -25,6 +25,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
@@ -112,6 +113,7 @@ class PolicyNode(Node):
         self._trace = {}              # observation stamp -> pipeline times (ROS clock), for the overhead figure
         self._synced_at = {}          # observation stamp -> when the synchronizer completed it
         self._published_stamp = None  # observation stamp of the chunk the last setpoint came from
+        self._not_before = float("-inf")   # ~/reset: only observations stamped after it count
 
         sensors = MutuallyExclusiveCallbackGroup()
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
@@ -126,6 +128,7 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(ActionChunk, "~/chunk", 10)
         self._questions = deque()   # (request, future) for the worker; answered between inferences
         self.create_service(Ask, "~/ask", self._on_ask, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._stop = threading.Event()
@@ -195,6 +198,19 @@ class PolicyNode(Node):
                 self.wake.notify()
         self.get_logger().info(f"instruction: {msg.data!r}")
 
+    def _on_reset(self, request, response):
+        """A new episode (LeRobot's policy.reset()): the scene or the arm changed under the policy, e.g. a
+        simulator reset or a re-staged table. The executing chunk and any inference still running on an
+        older observation are dropped; motion stops (the safety node's watchdog holds the arm) until a
+        chunk planned from an observation stamped after this call arrives."""
+        with self.lock:
+            self._not_before = self.now()
+            self.executor_.reset()
+            self.wake.notify()
+        response.success = True
+        response.message = "executing chunk dropped; the next chunk comes from an observation after this reset"
+        return response
+
     # -- inference worker ------------------------------------------------------------------------
     def _inference_loop(self) -> None:
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
@@ -208,7 +224,7 @@ class PolicyNode(Node):
             with self.lock:
                 obs, reason = self.sync.latest(self.now())
                 version = self.sync.instruction_version
-                if obs is None or (obs.stamp, version) == self._inferred:
+                if obs is None or (obs.stamp, version) == self._inferred or obs.stamp <= self._not_before:
                     continue
                 self._inferred = (obs.stamp, version)
                 synced = self._synced_at.get(obs.stamp, self.now())
@@ -287,8 +303,8 @@ class PolicyNode(Node):
                 self.log("warn", "chunk_rejected", self.refusal)
                 return
         with self.lock:
-            if version != self.sync.instruction_version:
-                return   # computed for an instruction that has since changed
+            if version != self.sync.instruction_version or stamp <= self._not_before:
+                return   # computed for an instruction that has since changed, or from before ~/reset
             now = self.now()
             try:
                 self.executor_.add_chunk(chunk, stamp, now)
