@@ -196,6 +196,27 @@ def test_chunk_clamping_holds_out_of_range_steps_at_the_limit():
         lim.clamp_chunk(NAMES, chunk[:, :2])
 
 
+def test_admitting_a_chunk_clamps_then_slows_down_or_refuses_by_mode():
+    lim = make(margin=0.0)
+    chunk = np.zeros((4, 3))
+    chunk[:, 0] = [0.0, 0.5, 1.4, 1.4]       # j1: 14 rad/s to a point past its limit (1.0); vmax 2 rad/s
+    out, clamped, factor = lim.admit_chunk(NAMES, chunk, 0.1)
+    assert clamped == ["j1"] and out[:, 0].max() == pytest.approx(1.0)
+    assert factor == pytest.approx(2.0)   # clamped steps 0.5, 0.5 at 2 rad/s + the 0.1 s hold: 0.6 s, not 0.3 s
+    assert np.abs(np.diff(out[:, 0])).max() <= 2.0 * 0.1 + 1e-9 and out[-1, 0] == pytest.approx(1.0)
+    reordered, _, _ = lim.admit_chunk(NAMES[::-1], chunk[:, ::-1], 0.1)   # columns follow the given names
+    np.testing.assert_allclose(reordered[:, ::-1], out)
+    with pytest.raises(CommandRejected, match="position range"):
+        lim.admit_chunk(NAMES, chunk, 0.1, out_of_range="reject")
+    with pytest.raises(CommandRejected, match="rad/s"):
+        lim.admit_chunk(NAMES, chunk, 0.1, overspeed="reject")
+    with pytest.raises(CommandRejected, match="NaN"):
+        lim.admit_chunk(NAMES, np.full((3, 3), np.nan), 0.1)
+    feasible = np.linspace(0.0, 0.1, 4)[:, None].repeat(3, axis=1)
+    same, clamped, factor = lim.admit_chunk(NAMES, feasible, 0.1)
+    assert clamped == [] and factor == 1.0 and np.array_equal(same, feasible)
+
+
 def test_workspace_box():
     box = WorkspaceBox(np.array([0.2, -0.3, 0.0]), np.array([0.6, 0.3, 0.5]))
     p, q, clamped = box.limit_pose([0.7, 0.0, 0.1], [0, 0, 0, 1])

@@ -7,8 +7,8 @@ split into horizontal and vertical error, plus how the gripper's x/y at that mom
 the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the image).
 
 ``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
-the policy_node's chunk executor (blend settings from config/arm.yaml) at the control rate, a chunk
-taking effect S seconds after its observation, fresh noise per chunk, and every setpoint through the
+the policy_node's chunk check and executor (clamp / slow-down and blend settings from config/arm.yaml)
+at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk, and every setpoint through the
 safety limiter built from the same config. It separates what the model does from what the graph
 (transport, timing under load, processes) does to it.
 """
@@ -22,8 +22,9 @@ import yaml
 
 from ..graph import default_config
 from ..model import TwinBrainPolicy
-from ..nodes.params import config_safety_limiter
+from ..nodes.params import config_safety_limiter, joint_limits
 from ..runtime.chunk_executor import ChunkExecutor
+from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import emit
 
@@ -61,13 +62,16 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     target = sim.reset(seed, task)
     executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
+    checker = SafetyLimiter(joint_limits(shared), dt)   # policy_node's whole-chunk check (raw ranges)
     limiter = config_safety_limiter(config)
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, t, pending = ClosestApproach(sim), np.random.default_rng(seed), 0.0, None
     while t < seconds:
         if pending is None or t >= pending[2]:
             if pending is not None:
-                executor.add_chunk(pending[0], pending[1], t)
+                chunk = checker.admit_chunk(names, pending[0], node["chunk_step_period"], node["out_of_range_chunks"],
+                                            node["overspeed_chunks"])[0]
+                executor.add_chunk(chunk, pending[1], t)
             images = [sim.render(c) for c in policy.config.camera_names]
             chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=int(rng.integers(1 << 31)))
             pending = (chunk, t, t + latency)

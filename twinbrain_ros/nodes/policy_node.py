@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor, slow_down
+from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
 from ..runtime.safety import CommandRejected, SafetyLimiter
 from ..runtime.synchronizer import ObservationSynchronizer
 from ..srv import Ask
@@ -285,23 +285,20 @@ class PolicyNode(Node):
 
     def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
-            if self.p["out_of_range_chunks"] == "clamp":   # before slow_down: clamping can only slow a chunk
-                chunk, clamped = self.checker.clamp_chunk(self.joint_names, chunk)
-                if clamped:
-                    self.stats["clamped_chunks"] += 1
-                    self.log("info", "chunk_clamped", f"chunk left the position range of {clamped}: clamped")
-            if self.p["overspeed_chunks"] == "slow_down":
-                chunk, factor = slow_down(chunk, self.p["chunk_step_period"], self.checker.vmax)
-                if factor > 1.0:
-                    self.stats["slowed_chunks"] += 1
-                    self.log("info", "chunk_slowed", f"chunk needed more than max_velocity: slowed down x{factor:.2f}")
             try:
-                self.checker.validate_chunk(self.joint_names, chunk, self.p["chunk_step_period"])
+                chunk, clamped, factor = self.checker.admit_chunk(self.joint_names, chunk, self.p["chunk_step_period"],
+                                                                  self.p["out_of_range_chunks"], self.p["overspeed_chunks"])
             except CommandRejected as exc:
                 self.stats["rejected_chunks"] += 1
                 self.refusal = f"chunk rejected: {exc}"
                 self.log("warn", "chunk_rejected", self.refusal)
                 return
+            if clamped:
+                self.stats["clamped_chunks"] += 1
+                self.log("info", "chunk_clamped", f"chunk left the position range of {clamped}: clamped")
+            if factor > 1.0:
+                self.stats["slowed_chunks"] += 1
+                self.log("info", "chunk_slowed", f"chunk needed more than max_velocity: slowed down x{factor:.2f}")
         with self.lock:
             if version != self.sync.instruction_version or stamp <= self._not_before:
                 return   # computed for an instruction that has since changed, or from before ~/reset

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .chunk_executor import slow_down
+
 # Order matters: bit i of twinbrain_ros/SafetyStatus.limit_flags is LIMIT_KINDS[i].
 LIMIT_KINDS = ("position", "step", "velocity", "acceleration", "jerk", "braking")
 
@@ -166,6 +168,21 @@ class SafetyLimiter:
                 j = int(np.argwhere(speed > self.vmax * (1 + 1e-6))[0][1])
                 raise CommandRejected("chunk", f"chunk needs {speed[:, j].max():.3f} rad/s on {self.names[j]!r} "
                                                f"(limit {self.vmax[j]:.3f})")
+
+    def admit_chunk(self, names, chunk: np.ndarray, step_period: float, out_of_range: str = "clamp",
+                    overspeed: str = "slow_down") -> tuple[np.ndarray, list[str], float]:
+        """What a chunk executor may run: ``out_of_range="clamp"`` holds steps outside a joint's range at
+        the limit (before slowing down: clamping only shortens steps), ``overspeed="slow_down"`` time-scales
+        a chunk that needs more than the velocity limit; then the whole chunk is validated (CommandRejected,
+        also for the modes "reject"). Returns (chunk, joints clamped, slow-down factor)."""
+        clamped = []
+        if out_of_range == "clamp":
+            chunk, clamped = self.clamp_chunk(names, chunk)
+        factor = 1.0
+        if overspeed == "slow_down" and np.all(np.isfinite(chunk)):   # NaN/inf: refused just below
+            chunk, factor = slow_down(chunk, step_period, self.vmax[[self.index[n] for n in names]])
+        self.validate_chunk(names, chunk, step_period)
+        return chunk, clamped, factor
 
     # -- limiting ---------------------------------------------------------------------------------
     def _brake(self, distance: np.ndarray, latency: np.ndarray | float | None = None) -> np.ndarray:
