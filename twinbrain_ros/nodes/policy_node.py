@@ -159,7 +159,8 @@ class PolicyNode(Node):
                                                       state_dim=n, action_dim=n)
             policy.normalization = Normalization.untrained_safe(p["joint_lower"], p["joint_upper"], p["max_velocity"],
                                                                 p["chunk_step_period"])
-        self.get_logger().info(f"model ready on {policy.device} ({'checkpoint ' + p['checkpoint'] if p['checkpoint'] else 'tiny preset'})")
+        source = f"checkpoint {p['checkpoint']}" if p["checkpoint"] else "tiny preset"
+        self.get_logger().info(f"model ready on {policy.device} ({source})")
         return policy
 
     @staticmethod
