@@ -62,7 +62,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
     from ..nodes.qos import LATCHED
 
     config = yaml.safe_load(default_config().read_text())
-    config["sim_arm"]["ros__parameters"].update(task=task, seed=seeds[0])
+    # the sim's own first episode (seed - 1) only runs while the graph starts; every evaluated one is reset
+    config["sim_arm"]["ros__parameters"].update(task=task, seed=seeds[0] - 1)
     cfg_path = workdir / f"eval-{Path(checkpoint).name}.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"eval-{Path(checkpoint).name}.log"
@@ -76,14 +77,13 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         new_episode = node.create_client(Trigger, "/policy_node/reset")
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
         try:
+            # policy_node's services appear once its model is loaded
             if not (reset.wait_for_service(timeout_sec=180) and new_episode.wait_for_service(timeout_sec=180)):
                 raise RuntimeError(f"the graph did not come up; see {log_path}")
-            time.sleep(5.0)                               # model load; the first episode starts with the graph
-            for k in range(len(seeds)):
+            for _ in seeds:                               # the sim draws the next seed itself
+                _call(reset)
                 success.clear()
-                if k > 0:                                 # next seed: the sim draws seed + k itself
-                    _call(reset)
-                    _call(new_episode)                    # the policy drops its plan for the last scene
+                _call(new_episode)                        # the policy drops its plan for the last scene
                 results.append(success.wait(episode_seconds))
         finally:
             node.destroy_node()
