@@ -265,3 +265,22 @@ def test_tracking_error_reseeds_from_the_measured_state():
     np.testing.assert_array_equal(lim.q, [-0.6, 0.0, 0.0])
     assert lim.target is None and not np.any(lim.v) and lim.counters["tracking_reset"] == 1
     assert not lim.observe(np.array([0.9, 0.9, 0.9]), 0.32, 0.0)  # 0 disables the check
+
+
+def test_release_restarts_from_the_measured_state_at_rest():
+    """The arm moved while e-stopped (re-homed, hand-guided, a simulator reset): after the release the
+    limiter starts where the arm is, instead of pulling it back to where it stopped."""
+    lim = SafetyLimiter([JointLimit(n, -1.0, 1.0, 2.0, 20.0) for n in NAMES], DT)
+    lim.observe(np.zeros(3), 0.0, 0.5)
+    for k in range(20):
+        lim.limit(NAMES, np.full(3, 0.5), (k + 1) * DT)
+    lim.latch_estop()
+    for k in range(50):
+        lim.step(0.2 + k * DT)
+    stopped = lim.q.copy()
+    lim.observe(np.array([0.1, 0.2, 0.4]), 0.8, 0.5)   # moved by less than max_tracking_error
+    np.testing.assert_array_equal(lim.q, stopped)
+    lim.release_estop(0.81)
+    np.testing.assert_array_equal(lim.q, [0.1, 0.2, 0.4])
+    assert lim.target is None and not np.any(lim.v) and not lim.estopped
+    np.testing.assert_array_equal(lim.step(0.82).positions, [0.1, 0.2, 0.4])   # holds there until a command

@@ -3,8 +3,9 @@
 1. records ``--episodes`` scripted-expert demonstrations of one task headless (LeRobot v3.0);
 2. fine-tunes a tiny TwinBrainVLA on CPU for ``--train-minutes``;
 3. deploys the checkpoint through the full ROS graph (sim_arm -> policy_node -> safety_node, separate
-   processes started by the pip-only runner), resets the sim to ``--eval-episodes`` unseen seeds and
-   waits up to ``--episode-seconds`` for the task's success detector;
+   processes started by the pip-only runner) and runs ``--eval-episodes`` unseen seeds, each started the
+   way a lab starts one (e-stop, re-stage the scene, policy ~/reset, release), waiting up to
+   ``--episode-seconds`` for the task's success detector;
 4. does the same for the untrained model (same architecture and normalisation, step 0) and runs the
    scripted expert on the same seeds; prints one JSON line with the three success rates.
 """
@@ -73,17 +74,21 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         node = rclpy.create_node("closed_loop_eval")
         success = threading.Event()
         node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, LATCHED)
+        stop, release = node.create_client(Trigger, "/safety_node/estop"), node.create_client(Trigger, "/safety_node/release")
         reset = node.create_client(Trigger, "/sim_arm/reset")
         new_episode = node.create_client(Trigger, "/policy_node/reset")
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
         try:
             # policy_node's services appear once its model is loaded
-            if not (reset.wait_for_service(timeout_sec=180) and new_episode.wait_for_service(timeout_sec=180)):
+            if not all(c.wait_for_service(timeout_sec=180) for c in (stop, release, reset, new_episode)):
                 raise RuntimeError(f"the graph did not come up; see {log_path}")
-            for _ in seeds:                               # the sim draws the next seed itself
-                _call(reset)
+            for _ in seeds:   # what a lab does between episodes: stop the arm, re-stage, start afresh
+                _call(stop)
+                time.sleep(0.5)                           # the safety node brakes the arm to a standstill
+                _call(reset)                              # the sim draws the next seed itself
                 success.clear()
                 _call(new_episode)                        # the policy drops its plan for the last scene
+                _call(release)                            # the limiter restarts from the re-homed arm
                 results.append(success.wait(episode_seconds))
         finally:
             node.destroy_node()

@@ -155,9 +155,10 @@ class SafetyNode(Node):
     def _on_release_service(self, request, response):
         with self.lock:
             was = self.limiter.estopped
-            self.limiter.release_estop()
+            self.limiter.release_estop(self.now())   # from the measured state: the arm may have been moved
         response.success = True
-        response.message = "e-stop released; motion resumes with the next command" if was else "e-stop was not latched"
+        response.message = ("e-stop released; motion resumes from the measured state with the next command" if was
+                            else "e-stop was not latched")
         self.get_logger().warn("e-stop released") if was else None
         return response
 

@@ -75,6 +75,7 @@ class SafetyLimiter:
         self.counters: Counter[str] = Counter()
         self.estopped = False
         self.q = self.v = self.a = None
+        self.measured: np.ndarray | None = None   # the latest joint state fed to observe()
         self.target: np.ndarray | None = None
         self.target_velocity: np.ndarray | None = None
         self.last_valid_time: float | None = None
@@ -97,6 +98,7 @@ class SafetyLimiter:
         """Feed a measured joint state. Initialises the limiter, and re-seeds it (at rest, target dropped)
         when the arm is further than ``max_tracking_error`` from the last output: commanding on from a
         state the arm is not in would make the controller jump. Returns True when it re-seeded."""
+        self.measured = np.array(measured, np.float64)
         if not self.initialized:
             self.reset(measured, now)
             return False
@@ -111,10 +113,15 @@ class SafetyLimiter:
             self.counters["estop"] += 1
         self.estopped = True
 
-    def release_estop(self) -> None:
-        """Explicit release; motion resumes only with a new command (the old target is forgotten)."""
+    def release_estop(self, now: float | None = None) -> None:
+        """Explicit release; motion resumes only with a new command (the old target is forgotten). With
+        ``now`` and a measured state, the limiter restarts from where the arm is, at rest: while stopped it
+        may have been moved (re-homed, hand-guided, a simulator reset), and the first output after the
+        release must not pull it back to where it stopped."""
         self.estopped = False
         self.target = None
+        if now is not None and self.measured is not None:
+            self.reset(self.measured, now)
 
     # -- checks -----------------------------------------------------------------------------------
     def order(self, names, values) -> np.ndarray:
