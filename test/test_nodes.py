@@ -308,11 +308,17 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     assert controller.count() == n, "commands passed while the e-stop was latched"
     assert _status(diags, "twinbrain: safety")[1].get("estop") == "True"
     assert statuses.messages[-1].estop_active and statuses.messages[-1].estop_latches == 1
+    _check_limits(controller.messages)
     assert graph.call(Trigger, "/safety_node/release").success
     for _ in range(30):
         _send(pub, JOINTS, [0.3] * 6 + [0.02])
         time.sleep(0.01)
     assert graph.wait_for(lambda: controller.count() > n + 5)
+    # the release restarts from the measured state (the synthetic robot stays at 0): no pull back to where
+    # the arm stopped; from there on every limit holds again
+    released_at = n
+    step = np.array([lim.max_velocity for lim in _limits()]) * 0.01
+    assert np.all(np.abs(controller.messages[released_at].points[0].positions) <= step + 1e-9)
     # e-stop by service freezes a moving arm within limits
     assert graph.call(Trigger, "/safety_node/estop").success
     assert graph.wait_for(lambda: _quiet(controller, 0.3)), "the arm did not come to rest after the e-stop"
@@ -320,7 +326,7 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     _send(pub, JOINTS, [0.5] * 6 + [0.02])
     time.sleep(0.3)
     assert controller.count() == n
-    _check_limits(controller.messages)
+    _check_limits(controller.messages[released_at:])
 
 
 def test_bad_parameters_fail_at_start_with_a_clear_error(graph):
