@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout",
+           "sensitivity": "sensitivity"}
 
 
 def main(argv=None) -> None:
