@@ -100,6 +100,16 @@ def test_safety_limits_of_the_config_leave_the_demonstrations_untouched(sim):
             assert inside.all(), (task, seed, np.argwhere(~inside)[:3])
 
 
+def test_reset_puts_the_arm_at_home_with_the_gripper_open(sim):
+    from twinbrain_ros.sim.arm_sim import HOME
+
+    for seed in (0, 1):
+        sim.reset(seed, "pick")
+        np.testing.assert_allclose(sim.joint_positions(), HOME, atol=2e-3)   # both fingers open, not dragged shut
+        sim.step(0.5)
+        np.testing.assert_allclose(sim.joint_positions(), HOME, atol=2e-3)
+
+
 def test_success_detectors_are_false_at_reset(sim):
     for task in TASKS:
         sim.reset(3, task)

@@ -68,6 +68,8 @@ class ArmSim:
         self.lower = self.model.jnt_range[self.joint_ids, 0].copy()
         self.upper = self.model.jnt_range[self.joint_ids, 1].copy()
         self.tcp = self.model.site("tcp").id
+        # the right finger mirrors the left through an equality constraint; it is not a commanded joint
+        self.mirror_qpos = self.model.jnt_qposadr[self.model.joint("gripper_mirror").id]
         self.task = TASKS["pick"]
         self.start_cube_pos = {}
         self._unstepped = 0.0   # requested time not yet simulated (less than one physics step)
@@ -80,6 +82,7 @@ class ArmSim:
         mujoco.mj_resetData(self.model, self.data)
         self.task = TASKS[task] if task else TASKS[list(TASKS)[rng.integers(len(TASKS))]]
         self.data.qpos[self.qpos_idx] = HOME
+        self.data.qpos[self.mirror_qpos] = HOME[6]   # else the constraint drags both fingers shut while settling
         self.data.ctrl[:] = HOME
         placed = []
         for cube in CUBES:
