@@ -100,10 +100,12 @@ def test_delta_actions_train_from_the_cli_and_deploy_as_absolute_targets(dataset
         rows.append(np.c_[(s.actions - s.state[None])[:, :6], s.actions[:, 6:]][s.action_mask > 0])
     rows = np.concatenate(rows)
     low, high = np.quantile(rows, 0.01, axis=0), np.quantile(rows, 0.99, axis=0)
-    narrow = high - low < 0.01                            # widened to min_norm_span around the middle
+    narrow = high - low < 0.01                            # widened to min_action_span around the middle
     low[narrow], high[narrow] = (low + high)[narrow] / 2 - 0.005, (low + high)[narrow] / 2 + 0.005
     np.testing.assert_allclose(trainer.policy.normalization.action.low, low, atol=1e-5)
     np.testing.assert_allclose(trainer.policy.normalization.action.high, high, atol=1e-5)
+    state = trainer.policy.normalization.state                # the state's spans are widened further
+    assert np.all(state.high - state.low >= 0.1 - 1e-6)
     target = trainer.policy.model_actions(sample.actions, sample.state)
     back = absolute_actions(trainer.policy.normalization.action.unnormalize(target), sample.state,
                             policy.config.delta_action_mask)

@@ -56,7 +56,10 @@ class TrainConfig:
     time_budget_s: float = 0.0    # > 0: stop after about this long, the LR schedule fitted to it (steps = cap)
     delta_actions: bool = False   # predict joints relative to the observed state (openpi's delta actions)
     absolute_actions: str = "gripper"   # comma-separated action names that stay absolute with delta_actions
-    min_norm_span: float = 0.01   # q01..q99 spans below this (rad, m) are widened: noise stays noise
+    # q01..q99 spans below these (rad, m) are widened: noise stays noise. The state's is wider: a joint the
+    # demos never move must not steer the plan with a few mrad of settling (`twinbrain-bench sensitivity`)
+    min_state_span: float = 0.1
+    min_action_span: float = 0.01
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -101,8 +104,8 @@ class Trainer:
                                     size) if n_val else None
         if any(config.delta_action_mask):   # stats.json has absolute actions; deltas get their own q01/q99
             normalization.action = self.train_set.action_range(config.delta_action_mask)
-        normalization = Normalization(normalization.state.widened(cfg.min_norm_span),
-                                      normalization.action.widened(cfg.min_norm_span))
+        normalization = Normalization(normalization.state.widened(cfg.min_state_span),
+                                      normalization.action.widened(cfg.min_action_span))
         self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
         model = self.policy.model
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
