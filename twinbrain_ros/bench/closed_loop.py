@@ -90,6 +90,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
                 _call(new_episode)                        # the policy drops its plan for the last scene
                 _call(release)                            # the limiter restarts from the re-homed arm
                 results.append(success.wait(episode_seconds))
+            _call(stop)
+            _call(reset)                                  # sim_arm logs how the last episode ended too
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
