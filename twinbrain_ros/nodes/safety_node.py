@@ -4,9 +4,9 @@ Every command from the policy (or anyone else) goes through the SafetyLimiter; t
 is published at control rate on the controller's topic (joint_trajectory_controller semantics:
 header.stamp = 0, i.e. start now). Watchdog: no valid command for ``command_timeout`` -> decelerate
 to a hold. E-stop: the ``~/estop`` service or a True on the volatile ``~/estop`` topic latches it;
-only the ``~/release`` service releases it. End-effector targets are clamped to the workspace box.
-State goes out as twinbrain_ros/SafetyStatus on ``~/status`` (latched) when it changes and at 1 Hz,
-and on /diagnostics.
+only the ``~/release`` service releases it (from the measured joint state). End-effector targets are
+clamped to the workspace box. State goes out as twinbrain_ros/SafetyStatus on ``~/status`` (latched)
+when it changes and at 1 Hz, and on /diagnostics.
 """
 
 from __future__ import annotations
