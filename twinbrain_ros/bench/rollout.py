@@ -15,8 +15,6 @@ safety limiter built from the same config. It separates what the model does from
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import yaml
 
@@ -26,7 +24,7 @@ from ..nodes.params import config_safety_limiter, joint_limits
 from ..runtime.chunk_executor import ChunkExecutor
 from ..runtime.safety import SafetyLimiter
 from ..sim.arm_sim import ArmSim, ClosestApproach
-from .stats import emit
+from .stats import checkpoint_bench_parser, emit
 
 
 def _done(closest: ClosestApproach) -> bool:
@@ -86,12 +84,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="twinbrain-bench rollout", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--task", default="touch")
+    p = checkpoint_bench_parser("rollout", __doc__)
     p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--first-seed", type=int, default=10_000, help="the closed loop's unseen seeds")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--execute", type=int, default=8, help="chunk steps followed before predicting again")
     p.add_argument("--graph-latency", type=float, default=0.0,

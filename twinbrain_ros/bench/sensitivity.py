@@ -10,13 +10,11 @@ mrad of settling on a real arm (or a controller pulling it) then sends it elsewh
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from ..model import TwinBrainPolicy
 from ..sim.arm_sim import ARM_JOINTS, ArmSim
-from .stats import emit
+from .stats import checkpoint_bench_parser, emit
 
 
 def plan(policy: TwinBrainPolicy, images, state: np.ndarray, instruction: str, draws: int) -> np.ndarray:
@@ -40,12 +38,8 @@ def sensitivity(policy: TwinBrainPolicy, sim: ArmSim, seeds, task: str, offset: 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="twinbrain-bench sensitivity", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--task", default="touch")
+    p = checkpoint_bench_parser("sensitivity", __doc__)
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--first-seed", type=int, default=10_000, help="the closed loop's unseen seeds")
     p.add_argument("--offset", type=float, default=0.004, help="reading offset, in each joint's units (rad, m)")
     p.add_argument("--draws", type=int, default=4, help="noise seeds averaged per plan")
     args = p.parse_args(argv)
