@@ -49,7 +49,8 @@ def test_replace_switches_at_once_and_old_chunks_are_refused():
 def test_bad_chunks_are_refused_before_touching_the_trajectory():
     ex = ChunkExecutor(2, DT)
     ex.add_chunk(np.zeros((4, 2)), 0.0, 0.0)
-    for bad, match in [(np.full((4, 2), np.nan), "NaN"), (np.zeros((4, 3)), "chunk must be"), (np.zeros((0, 2)), "chunk must be")]:
+    for bad, match in [(np.full((4, 2), np.nan), "NaN"), (np.zeros((4, 3)), "chunk must be"),
+                       (np.zeros((0, 2)), "chunk must be")]:
         with pytest.raises(ValueError, match=match):
             ex.add_chunk(bad, 1.0, 1.0)
     np.testing.assert_array_equal(ex.setpoint(0.5), [0, 0])

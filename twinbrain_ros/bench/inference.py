@@ -109,7 +109,8 @@ def main(argv=None) -> None:
                       np.zeros(policy.config.state_dim, np.float32), "pick up the red cube")
     inputs, _ = policy.prepare([obs])
     record = {
-        "bench": "inference", "preset": args.preset, "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "bench": "inference", "preset": args.preset,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "dtype": str(policy.dtype).replace("torch.", ""), "batch": 1, "cameras": args.cameras,
         "image": args.image, "image_tokens": int((inputs["right"]["mm_token_type_ids"] == 1).sum()),
         "left_tokens": int(inputs["left"]["input_ids"].shape[1]), "right_tokens": int(inputs["right"]["input_ids"].shape[1]),

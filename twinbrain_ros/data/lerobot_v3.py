@@ -234,7 +234,8 @@ class LeRobotV3Writer:
             "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.ravel()), state.shape[1]),
             "action": pa.FixedSizeListArray.from_arrays(pa.array(action.ravel()), action.shape[1]),
             "timestamp": pa.array(ts), "frame_index": pa.array(np.arange(n, dtype=np.int64)),
-            "episode_index": pa.array(np.full(n, index, np.int64)), "index": pa.array(np.arange(start, start + n, dtype=np.int64)),
+            "episode_index": pa.array(np.full(n, index, np.int64)),
+            "index": pa.array(np.arange(start, start + n, dtype=np.int64)),
             "task_index": pa.array(np.full(n, task_index, np.int64)),
         })
         chunk, file = divmod(index, CHUNKS_SIZE)

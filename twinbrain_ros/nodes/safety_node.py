@@ -221,7 +221,8 @@ class SafetyNode(Node):
             estop, watchdog = self.limiter.estopped, self.limiter.watchdog_active
             ready = self.limiter.initialized
         level = "error" if estop else ("warn" if (watchdog or not ready) else "ok")
-        message = "E-STOP latched" if estop else ("watchdog: holding" if watchdog else ("waiting for joint_states" if not ready else "ok"))
+        message = ("E-STOP latched" if estop else "watchdog: holding" if watchdog
+                   else "waiting for joint_states" if not ready else "ok")
         values = {f"interventions.{k}": v for k, v in sorted(counters.items())}
         values.update(estop=estop, watchdog=watchdog, last_reject=self.last_reject)
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: safety", self.get_name(),
