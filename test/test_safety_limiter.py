@@ -212,6 +212,8 @@ def test_admitting_a_chunk_clamps_then_slows_down_or_refuses_by_mode():
         lim.admit_chunk(NAMES, chunk, 0.1, overspeed="reject")
     with pytest.raises(CommandRejected, match="NaN"):
         lim.admit_chunk(NAMES, np.full((3, 3), np.nan), 0.1)
+    with pytest.raises(CommandRejected, match="unknown joint"):   # in every mode, before any reshaping
+        lim.admit_chunk(["j1", "j2", "bogus"], chunk, 0.1, out_of_range="reject")
     feasible = np.linspace(0.0, 0.1, 4)[:, None].repeat(3, axis=1)
     same, clamped, factor = lim.admit_chunk(NAMES, feasible, 0.1)
     assert clamped == [] and factor == 1.0 and np.array_equal(same, feasible)

@@ -148,15 +148,19 @@ class SafetyLimiter:
         """Clamp every row of a chunk (H, D; columns in ``names`` order) into the position range, as the
         per-command limiter would clamp each setpoint. Returns (clamped chunk, names of the joints clamped).
         NaN/inf pass through unchanged for ``validate_chunk`` to refuse."""
+        chunk, columns = self._chunk_columns(names, chunk)
+        clamped = np.clip(chunk, self.lower[columns], self.upper[columns])
+        moved = np.any(clamped != chunk, axis=0) & np.all(np.isfinite(chunk), axis=0)
+        return clamped, [n for n, m in zip(names, moved) if m]
+
+    def _chunk_columns(self, names, chunk) -> tuple[np.ndarray, list[int]]:
+        """The chunk as float (H, D) and each column's joint index; the name checks of a single command."""
         chunk = np.asarray(chunk, np.float64)
         if chunk.ndim != 2:
             raise CommandRejected("chunk", f"chunk must be (H, D), got {chunk.shape}")
         if len(chunk):
-            self.order(names, np.nan_to_num(chunk[0]))   # same name checks as a single command
-        columns = [self.index[n] for n in names]
-        clamped = np.clip(chunk, self.lower[columns], self.upper[columns])
-        moved = np.any(clamped != chunk, axis=0) & np.all(np.isfinite(chunk), axis=0)
-        return clamped, [n for n, m in zip(names, moved) if m]
+            self.order(names, np.nan_to_num(chunk[0]))
+        return chunk, [self.index[n] for n in names]
 
     def validate_chunk(self, names, chunk: np.ndarray, step_period: float, start: np.ndarray | None = None) -> None:
         """Refuse a whole chunk (H, D) that leaves the position range or needs more than the velocity limit."""
@@ -182,12 +186,13 @@ class SafetyLimiter:
         the limit (before slowing down: clamping only shortens steps), ``overspeed="slow_down"`` time-scales
         a chunk that needs more than the velocity limit; then the whole chunk is validated (CommandRejected,
         also for the modes "reject"). Returns (chunk, joints clamped, slow-down factor)."""
+        chunk, columns = self._chunk_columns(names, chunk)
         clamped = []
         if out_of_range == "clamp":
             chunk, clamped = self.clamp_chunk(names, chunk)
         factor = 1.0
         if overspeed == "slow_down" and np.all(np.isfinite(chunk)):   # NaN/inf: refused just below
-            chunk, factor = slow_down(chunk, step_period, self.vmax[[self.index[n] for n in names]])
+            chunk, factor = slow_down(chunk, step_period, self.vmax[columns])
         self.validate_chunk(names, chunk, step_period)
         return chunk, clamped, factor
 
