@@ -5,8 +5,8 @@ joint_states; executes JointTrajectory on the controller topic with JTC semantic
 real time in its own thread (which also owns the EGL context). Each episode draws cube poses and a
 task from the seed and publishes the task's instruction (latched). ``~/reset`` starts the next
 episode and logs how the last one ended (success time, closest approach to the target cube);
-``~/success`` and /diagnostics report the task's success detector. With ``expert: true`` the scripted expert drives the
-arm and publishes its commands on ``leader_topic`` like a teleoperator's leader arm.
+``~/success`` and /diagnostics report the task's success detector. With ``expert: true`` the scripted
+expert drives the arm and publishes its commands on ``leader_topic`` like a teleoperator's leader arm.
 """
 
 from __future__ import annotations
