@@ -29,7 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/twinbrain-bench inference --preset tiny
 
-closed-loop: $(STAMP)   # a benchmark (~45 min on 2 cores): record -> fine-tune -> deploy -> success rates
+closed-loop: $(STAMP)   # a benchmark (~36 min on 2 cores): record -> fine-tune -> deploy -> success rates
 	$(VENV)/bin/twinbrain-bench closed-loop --out out/closed-loop
 
 clean:
