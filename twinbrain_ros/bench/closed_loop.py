@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     p.add_argument("--task", default="touch")
     p.add_argument("--episodes", type=int, default=200, help="scripted demonstrations to record (~0.7 s each)")
     p.add_argument("--train-minutes", type=float, default=30.0,
-                   help="CPU training budget (measured on 2 cores: 30 min = 11,141 steps at 64²)")
+                   help="CPU training budget (measured on 2 cores: 30 min = 18,900-19,400 steps at 64²)")
     p.add_argument("--train-steps-cap", type=int, default=20000)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
