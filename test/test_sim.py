@@ -32,7 +32,6 @@ def test_physics_is_deterministic_given_a_seed(sim):
     assert not np.allclose(a[0, -3:], c[0, -3:])   # another seed places the cubes elsewhere
 
 
-
 @pytest.mark.parametrize("dt", [0.005, 0.003, 0.01])
 def test_simulated_time_keeps_pace_with_any_step_size(sim, dt):
     """sim_arm steps 5 ms per 200 Hz tick on a 2 ms physics step: one second of ticks must be one second
@@ -45,6 +44,7 @@ def test_simulated_time_keeps_pace_with_any_step_size(sim, dt):
     assert abs(sim.time - start - ticks * dt) < sim.model.opt.timestep
     sim.step(0.0)
     assert abs(sim.time - start - ticks * dt) < sim.model.opt.timestep
+
 
 def test_rendering_has_the_configured_size_and_sees_the_scene(sim):
     sim.reset(0)
