@@ -36,6 +36,7 @@ from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
 from .qos import LATCHED
+from .realtime import PeriodicThread
 from .ros_convert import EE_DIMENSIONS, action_chunk, joint_trajectory, pose_stamped, sec_to_stamp
 from .sensor_inputs import SensorInputs
 
@@ -134,9 +135,14 @@ class PolicyNode(Node):
         self._stop = threading.Event()
         self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
         self.worker.start()
-        # The control loop is a dedicated thread sleeping to absolute deadlines (ros2_control style), not an
-        # executor timer: its jitter then does not depend on how busy the executor's callbacks are.
-        self.control = threading.Thread(target=self._control_loop, name="twinbrain-control", daemon=True)
+        self.control = PeriodicThread(
+            "twinbrain-control", self.period, self._on_control_tick,
+            running=lambda: not self._stop.is_set() and self.context.ok(),   # ends with rclpy shutdown too
+            on_error=lambda exc: self.log("error", "control", f"control tick failed: {exc!r}"),
+            tick_errors=self.stats["tick_error"], priority=p["control_thread_priority"],
+            on_no_priority=lambda exc: self.get_logger().warn(
+                f"control thread runs without real-time priority ({exc}); "
+                "grant rtprio (e.g. /etc/security/limits.conf) for lower jitter"))
         # Everything loaded so far (torch, transformers, the model) lives for the whole run: move it out of
         # the cyclic GC's reach, so collections stay short instead of scanning millions of objects while
         # holding the GIL.
@@ -320,35 +326,6 @@ class PolicyNode(Node):
                                             "" if joint else self.p["base_frame"]))
 
     # -- control loop ----------------------------------------------------------------------------
-    def _raise_priority(self) -> None:
-        prio = self.p["control_thread_priority"]
-        if not prio:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))   # 0 = this thread on Linux
-        except (PermissionError, AttributeError, OSError) as exc:
-            self.get_logger().warn(f"control thread runs without real-time priority ({exc}); "
-                                   "grant rtprio (e.g. /etc/security/limits.conf) for lower jitter")
-
-    def _control_loop(self) -> None:
-        self._raise_priority()
-        deadline = time.monotonic() + self.period
-        while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            woke = time.monotonic()
-            self.stats["tick_error"].append(woke - deadline)
-            try:
-                self._on_control_tick()
-            except Exception as exc:   # noqa: BLE001 - the loop must survive anything
-                if not self.context.ok():
-                    break          # shutting down: the publisher is gone
-                self.log("error", "control", f"control tick failed: {exc!r}")
-            deadline += self.period
-            if woke - deadline > self.period:   # fell behind: skip ticks rather than burst
-                deadline = woke + self.period
-
     def _on_control_tick(self) -> None:
         now = self.now()
         with self.lock:
