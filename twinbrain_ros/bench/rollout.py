@@ -8,8 +8,8 @@ the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the im
 
 ``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
 the policy_node's chunk check and executor (clamp / slow-down and blend settings from config/arm.yaml)
-at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk, and every setpoint through the
-safety limiter built from the same config. It separates what the model does from what the graph
+at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk,
+and every setpoint through the safety limiter built from the same config. It separates what the model does from what the graph
 (transport, timing under load, processes) does to it.
 """
 

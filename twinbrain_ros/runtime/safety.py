@@ -148,7 +148,9 @@ class SafetyLimiter:
         """Clamp every row of a chunk (H, D; columns in ``names`` order) into the position range, as the
         per-command limiter would clamp each setpoint. Returns (clamped chunk, names of the joints clamped).
         NaN/inf pass through unchanged for ``validate_chunk`` to refuse."""
-        chunk, columns = self._chunk_columns(names, chunk)
+        return self._clamp_columns(names, *self._chunk_columns(names, chunk))
+
+    def _clamp_columns(self, names, chunk: np.ndarray, columns: list[int]) -> tuple[np.ndarray, list[str]]:
         clamped = np.clip(chunk, self.lower[columns], self.upper[columns])
         moved = np.any(clamped != chunk, axis=0) & np.all(np.isfinite(chunk), axis=0)
         return clamped, [n for n, m in zip(names, moved) if m]
@@ -189,7 +191,7 @@ class SafetyLimiter:
         chunk, columns = self._chunk_columns(names, chunk)
         clamped = []
         if out_of_range == "clamp":
-            chunk, clamped = self.clamp_chunk(names, chunk)
+            chunk, clamped = self._clamp_columns(names, chunk, columns)   # names already checked
         factor = 1.0
         if overspeed == "slow_down" and np.all(np.isfinite(chunk)):   # NaN/inf: refused just below
             chunk, factor = slow_down(chunk, step_period, self.vmax[columns])
