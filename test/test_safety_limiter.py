@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinbrain_ros.runtime.safety import CommandRejected, JointLimit, SafetyLimiter, WorkspaceBox
+from twinbrain_ros.runtime.safety import CommandRejected, JointLimit, SafetyLimiter
 
 DT, EPS = 0.01, 1e-3
 NAMES = ["j1", "j2", "j3"]
@@ -147,20 +147,10 @@ def test_estop_latches_until_release():
     with pytest.raises(CommandRejected):      # still latched after any amount of time
         lim.limit(NAMES, np.full(3, 0.5), 5.0)
     np.testing.assert_array_equal(lim.q, frozen)
-    lim.release_estop()
+    assert lim.release(5.0)[0]
     lim.limit(NAMES, np.full(3, 0.5), 5.01)
-
-
-def test_chunk_validation():
-    lim = make()
-    ok = np.linspace(0, 0.1, 10)[:, None].repeat(3, 1)
-    lim.validate_chunk(NAMES, ok, step_period=0.1)
-    with pytest.raises(CommandRejected, match="position range"):
-        lim.validate_chunk(NAMES, ok + 0.9, step_period=0.1)
-    with pytest.raises(CommandRejected, match="rad/s"):
-        lim.validate_chunk(NAMES, ok * 5, step_period=0.01)
-    with pytest.raises(CommandRejected, match="NaN"):
-        lim.validate_chunk(NAMES, np.full((3, 3), np.nan), step_period=0.1)
+    assert lim.release(5.02) == (False, "nothing is latched: release changed nothing")
+    assert lim.counters["release_noop"] == 1
 
 
 def test_position_margin_per_joint():
@@ -174,59 +164,6 @@ def test_position_margin_per_joint():
         SafetyLimiter(limits, DT, position_margin=[0.05, 0.05])
     with pytest.raises(ValueError, match=">= 0"):
         SafetyLimiter(limits, DT, position_margin=[0.05, -0.01, 0.0])
-
-
-def test_chunk_clamping_holds_out_of_range_steps_at_the_limit():
-    lim = make(margin=0.05)
-    chunk = np.zeros((5, 3))
-    chunk[:, 1] = [0.8, 0.9, 1.0, 1.2, 0.9]       # j2 leaves (0.95 after the margin) for two steps
-    same, clamped = lim.clamp_chunk(NAMES, chunk[:, [0, 2, 1]] * 0)
-    assert clamped == [] and np.all(same == 0)
-    out, clamped = lim.clamp_chunk(NAMES[::-1], chunk[:, ::-1])    # columns follow the given names
-    assert clamped == ["j2"]
-    assert out[:, 1].tolist() == [0.8, 0.9, 0.95, 0.95, 0.9] and np.all(out[:, [0, 2]] == 0)
-    lim.validate_chunk(NAMES[::-1], out, step_period=0.1)        # what passes is inside the range
-    with_nan, clamped = lim.clamp_chunk(NAMES, np.full((2, 3), np.nan))
-    assert clamped == []
-    with pytest.raises(CommandRejected, match="NaN"):              # NaN is not clamped away
-        lim.validate_chunk(NAMES, with_nan, step_period=0.1)
-    with pytest.raises(CommandRejected, match="unknown joint"):
-        lim.clamp_chunk(["j1", "j2", "bogus"], chunk)
-    with pytest.raises(CommandRejected, match="values"):
-        lim.clamp_chunk(NAMES, chunk[:, :2])
-
-
-def test_admitting_a_chunk_clamps_then_slows_down_or_refuses_by_mode():
-    lim = make(margin=0.0)
-    chunk = np.zeros((4, 3))
-    chunk[:, 0] = [0.0, 0.5, 1.4, 1.4]       # j1: 14 rad/s to a point past its limit (1.0); vmax 2 rad/s
-    out, clamped, factor = lim.admit_chunk(NAMES, chunk, 0.1)
-    assert clamped == ["j1"] and out[:, 0].max() == pytest.approx(1.0)
-    assert factor == pytest.approx(2.0)   # clamped steps 0.5, 0.5 at 2 rad/s + the 0.1 s hold: 0.6 s, not 0.3 s
-    assert np.abs(np.diff(out[:, 0])).max() <= 2.0 * 0.1 + 1e-9 and out[-1, 0] == pytest.approx(1.0)
-    reordered, _, _ = lim.admit_chunk(NAMES[::-1], chunk[:, ::-1], 0.1)   # columns follow the given names
-    np.testing.assert_allclose(reordered[:, ::-1], out)
-    with pytest.raises(CommandRejected, match="position range"):
-        lim.admit_chunk(NAMES, chunk, 0.1, out_of_range="reject")
-    with pytest.raises(CommandRejected, match="rad/s"):
-        lim.admit_chunk(NAMES, chunk, 0.1, overspeed="reject")
-    with pytest.raises(CommandRejected, match="NaN"):
-        lim.admit_chunk(NAMES, np.full((3, 3), np.nan), 0.1)
-    with pytest.raises(CommandRejected, match="unknown joint"):   # in every mode, before any reshaping
-        lim.admit_chunk(["j1", "j2", "bogus"], chunk, 0.1, out_of_range="reject")
-    feasible = np.linspace(0.0, 0.1, 4)[:, None].repeat(3, axis=1)
-    same, clamped, factor = lim.admit_chunk(NAMES, feasible, 0.1)
-    assert clamped == [] and factor == 1.0 and np.array_equal(same, feasible)
-
-
-def test_workspace_box():
-    box = WorkspaceBox(np.array([0.2, -0.3, 0.0]), np.array([0.6, 0.3, 0.5]))
-    p, q, clamped = box.limit_pose([0.7, 0.0, 0.1], [0, 0, 0, 1])
-    assert clamped and p[0] == 0.6
-    with pytest.raises(CommandRejected):
-        box.limit_pose([np.nan, 0, 0], [0, 0, 0, 1])
-    with pytest.raises(CommandRejected, match="norm"):
-        box.limit_pose([0.3, 0, 0], [0, 0, 0, 0])
 
 
 command = st.one_of(
@@ -245,7 +182,7 @@ def test_adversarial_streams_never_violate_a_limit(stream, max_step):
     outputs, now = [lim.q.copy()], 0.0
     for cmd_names, values, idle_ticks, estop in stream:
         if estop:
-            lim.latch_estop() if not lim.estopped else lim.release_estop()
+            lim.latch_estop() if not lim.estopped else lim.release(now)   # refused while still decelerating
         now += DT
         try:
             outputs.append(lim.limit(cmd_names, values[: len(cmd_names)], now).positions)
@@ -257,32 +194,151 @@ def test_adversarial_streams_never_violate_a_limit(stream, max_step):
     check_outputs(outputs, lim)
 
 
-def test_tracking_error_reseeds_from_the_measured_state():
-    lim = SafetyLimiter([JointLimit(n, -1.0, 1.0, 2.0, 20.0) for n in NAMES], DT)
-    assert not lim.observe(np.zeros(3), 0.0, 0.5) and lim.initialized
-    for k in range(20):
-        lim.limit(NAMES, np.full(3, 0.5), (k + 1) * DT)
-    assert not lim.observe(lim.q + 0.1, 0.3, 0.5)                 # small error: nothing happens
-    assert lim.observe(np.array([-0.6, 0.0, 0.0]), 0.31, 0.5)     # the arm is elsewhere (pushed, reset)
-    np.testing.assert_array_equal(lim.q, [-0.6, 0.0, 0.0])
-    assert lim.target is None and not np.any(lim.v) and lim.counters["tracking_reset"] == 1
-    assert not lim.observe(np.array([0.9, 0.9, 0.9]), 0.32, 0.0)  # 0 disables the check
+
+
+def moving_limiter(target=0.9, ticks=30):
+    """A limiter streaming towards ``target`` at speed; returns (limiter, outputs, now)."""
+    lim = make()
+    out, now = [lim.q.copy()], 0.0
+    for _ in range(ticks):
+        now += DT
+        out.append(lim.limit(NAMES, np.full(3, target), now).positions)
+    assert np.abs(lim.v).max() > 0.5
+    return lim, out, now
+
+
+def test_tracking_error_latches_a_fault_and_decelerates_instead_of_jumping():
+    """Old behaviour: a measurement further than max_tracking_error re-seeded the output there (a step of
+    up to 2.5 rad in one tick). Now: ε inside does nothing, ε outside latches a fault and holds."""
+    lim, out, now = moving_limiter()
+    lim.max_tracking_error = 0.5
+    lim.observe(lim.q + 0.5 - EPS, now)
+    assert not lim.faults
+    lim.observe(np.array([-0.6, 0.0, 0.0]), now)     # blocked / pushed: 0.5 + ε and more
+    assert set(lim.faults) == {"tracking_error"} and "'j1'" in lim.faults["tracking_error"]
+    lim.observe(np.array([-0.7, 0.0, 0.0]), now)     # latched once, counted once
+    assert lim.counters["tracking_error"] == 1 and lim.counters["faults"] == 1
+    with pytest.raises(CommandRejected, match="fault"):
+        lim.limit(NAMES, np.full(3, 0.9), now + DT)
+    assert lim.release(now + DT)[1].startswith("release refused: the output is still decelerating")
+    for _ in range(100):
+        now += DT
+        out.append(lim.step(now).positions)
+    check_outputs(out, lim)                             # no jump: a stop within limits, then a hold
+    assert lim.output_at_rest and lim.faults
+    assert not lim.release(now, np.array([-0.6, 0.0, 0.0]), blocked_by="the arm is not at rest")[0]
+    ok, message = lim.release(now, np.array([-0.6, 0.0, 0.0]))
+    assert ok and "tracking_error" in message and lim.counters["restart"] == 1 and lim.counters["release_refused"] == 2
+    np.testing.assert_array_equal(lim.q, [-0.6, 0.0, 0.0])   # where the arm is, at rest, no target
+    assert lim.target is None and not np.any(lim.v)
+
+
+def test_tracking_is_not_checked_while_estopped():
+    """A stopped arm may be re-homed or hand-guided; the release restarts from where it is."""
+    lim, _, now = moving_limiter()
+    lim.max_tracking_error = 0.5
+    lim.latch_estop()
+    lim.observe(np.array([-0.9, 0.9, 0.0]), now)
+    assert not lim.faults
 
 
 def test_release_restarts_from_the_measured_state_at_rest():
     """The arm moved while e-stopped (re-homed, hand-guided, a simulator reset): after the release the
     limiter starts where the arm is, instead of pulling it back to where it stopped."""
-    lim = SafetyLimiter([JointLimit(n, -1.0, 1.0, 2.0, 20.0) for n in NAMES], DT)
-    lim.observe(np.zeros(3), 0.0, 0.5)
-    for k in range(20):
-        lim.limit(NAMES, np.full(3, 0.5), (k + 1) * DT)
+    lim, _, now = moving_limiter(0.5, 20)
     lim.latch_estop()
     for k in range(50):
-        lim.step(0.2 + k * DT)
+        lim.step(now + (k + 1) * DT)
     stopped = lim.q.copy()
-    lim.observe(np.array([0.1, 0.2, 0.4]), 0.8, 0.5)   # moved by less than max_tracking_error
-    np.testing.assert_array_equal(lim.q, stopped)
-    lim.release_estop(0.81)
+    lim.observe(np.array([0.1, 0.2, 0.4]), now + 0.6)
+    np.testing.assert_array_equal(lim.q, stopped)   # observing never moves the output
+    assert lim.release(now + 0.61, np.array([0.1, 0.2, 0.4]))[0]
     np.testing.assert_array_equal(lim.q, [0.1, 0.2, 0.4])
     assert lim.target is None and not np.any(lim.v) and not lim.estopped
-    np.testing.assert_array_equal(lim.step(0.82).positions, [0.1, 0.2, 0.4])   # holds there until a command
+    np.testing.assert_array_equal(lim.step(now + 0.62).positions, [0.1, 0.2, 0.4])   # holds until a command
+
+
+def test_release_with_nothing_latched_is_a_counted_noop_while_moving():
+    """Old behaviour: release during motion reset the limiter (a dead stop from full speed)."""
+    lim, out, now = moving_limiter()
+    v = lim.v.copy()
+    assert lim.release(now, np.zeros(3)) == (False, "nothing is latched: release changed nothing")
+    np.testing.assert_array_equal(lim.v, v)
+    for _ in range(20):
+        now += DT
+        out.append(lim.limit(NAMES, np.full(3, 0.9), now).positions)
+    check_outputs(out, lim)
+    assert lim.counters["release_noop"] == 1 and lim.counters["restart"] == 0
+
+
+def test_velocity_scale_scales_velocity_and_acceleration_limits():
+    limits = [JointLimit(n, -1.0, 1.0, max_velocity=2.0, max_acceleration=20.0) for n in NAMES]
+    lim = SafetyLimiter(limits, DT, velocity_scale=0.1)
+    np.testing.assert_allclose(lim.vmax, 0.2)
+    np.testing.assert_allclose(lim.amax, 2.0)
+    lim.reset(np.zeros(3), 0.0)
+    out = ramp_to(lim, np.full(3, 0.5), steps=400)
+    _, a = check_outputs(out, lim)
+    v = np.diff(np.array(out), axis=0) / DT
+    assert np.abs(v).max() == pytest.approx(0.2) and np.abs(a).max() <= 2.0 + 1e-6
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="velocity_scale"):
+            SafetyLimiter(limits, DT, velocity_scale=bad)
+
+
+def check_horizon(lim, previous):
+    """The stop sent with each output: continues from the outputs before it within every limit, ends at rest."""
+    positions, velocities = lim.stopping_horizon()
+    np.testing.assert_array_equal(positions[0], lim.q)
+    assert not np.any(velocities[-1]) and np.array_equal(positions[-1], positions[-2] if len(positions) > 1
+                                                         else positions[-1])
+    check_outputs(list(previous[-2:]) + list(positions[1:]), lim)
+
+
+def test_stopping_horizon_from_full_speed_ends_at_rest_inside_the_range():
+    lim, out, now = moving_limiter(0.95, 40)     # near the upper limit: braking already acts
+    check_horizon(lim, out)
+    positions, _ = lim.stopping_horizon()
+    assert len(positions) > 2 and np.all(positions <= lim.upper + 1e-12)
+
+
+events = st.lists(st.tuples(st.sampled_from(["command", "estop", "release", "fault", "far", "idle"]),
+                            st.lists(st.floats(-1.2, 1.2), min_size=3, max_size=3), st.integers(0, 15)),
+                  min_size=1, max_size=50)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_random_fault_sequences_never_violate_a_limit(sequence):
+    """Any mix of commands, e-stops, releases, faults and far-off measurements: every output is within the
+    limits relative to the previous one; the only discontinuity is a granted restart, which happens with
+    the output at rest and starts at rest exactly at the (clamped) measured position. Every tick's stopping
+    horizon continues the outputs within limits."""
+    lim = make()
+    lim.max_tracking_error = 0.5
+    segment, now = [lim.q.copy()], 0.0
+    for kind, values, idle in sequence:
+        now += DT
+        if kind == "command":
+            try:
+                lim.set_target(NAMES, values, now)
+            except CommandRejected:
+                pass
+        elif kind == "estop":
+            lim.latch_estop()
+        elif kind == "fault":
+            lim.latch_fault("joint_state_jump", "test")
+        elif kind == "far":
+            lim.observe(np.asarray(values), now)
+        elif kind == "release":
+            at_rest = lim.output_at_rest
+            if lim.release(now, np.asarray(values))[0]:
+                assert at_rest
+                check_outputs(segment, lim)
+                np.testing.assert_array_equal(lim.q, np.clip(values, lim.lower, lim.upper))
+                segment = [lim.q.copy()]
+        for _ in range(idle + 1):
+            now += DT
+            segment.append(lim.step(now).positions)
+            check_horizon(lim, segment)
+    check_outputs(segment, lim)
