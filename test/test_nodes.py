@@ -15,6 +15,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from twinbrain_ros.msg import ActionChunk, SafetyStatus
 from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
+from twinbrain_ros.bench.fake_arm import FakeArm
 from twinbrain_ros.nodes.safety_node import SafetyNode
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
@@ -56,7 +57,7 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     diags = graph.record(DiagnosticArray, "/diagnostics")
     _policy_node(graph, tiny_base_dirs)
     graph.add(SafetyNode(context=graph.context))
-    graph.start_feed()
+    graph.start_feed(arm=FakeArm(JOINTS))   # follows the controller topic, as a robot would
     time.sleep(0.5)
     assert commands.count() == 0, "no instruction yet: the policy must stay idle"
     graph.publish_instruction("pick up the red cube")
@@ -66,16 +67,19 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     # rate: stamps of consecutive setpoints are one control period apart (median; 100 Hz configured)
     stamps = np.array([stamp_to_sec(m.header.stamp) for m in commands.messages[-150:]])
     assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.25)
-    # every chunk has H x 7 actions stamped with its observation; the controller sees JTC "start now"
+    # every chunk has H x 7 actions stamped with its observation
     chunk = chunks.messages[-1]
     assert (chunk.mode, chunk.horizon, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 16, 7, JOINTS)
     assert action_chunk_array(chunk).shape == (16, 7) and chunk.instruction == "pick up the red cube"
     assert duration_to_sec(chunk.step_period) == pytest.approx(0.1) and duration_to_sec(chunk.inference_latency) > 0
     # stamped with the observation it was computed from: a camera stamp from the past, not publish time
     assert 0 < stamp_to_sec(chunk.header.stamp) < graph.io.get_clock().now().nanoseconds * 1e-9
+    # the controller gets this tick's point one period after the tick's stamp, then the stop it would
+    # follow alone (at rest at the end), with velocities
     msg = controller.messages[-1]
-    assert stamp_to_sec(msg.header.stamp) == 0.0 and msg.joint_names == JOINTS
+    assert 0 < stamp_to_sec(msg.header.stamp) <= graph.io.get_clock().now().nanoseconds * 1e-9 and msg.joint_names == JOINTS
     assert duration_to_sec(msg.points[0].time_from_start) == pytest.approx(0.01)
+    assert all(len(p.velocities) == 7 for p in msg.points) and not any(msg.points[-1].velocities)
 
     # frozen camera: motion output stops once the observation is older than max_observation_age
     graph.frozen_cameras.set()
@@ -239,9 +243,9 @@ def _check_limits(outputs):
     """Every controller output within the YAML limits and margins, checked like the limiter's unit tests."""
     import yaml
 
-    from twinbrain_ros.nodes.params import config_safety_limiter
+    from twinbrain_ros.nodes.safety_params import SafetyConfig
 
-    check_outputs([m.points[0].positions for m in outputs], config_safety_limiter(yaml.safe_load(open("config/arm.yaml"))))
+    check_outputs([m.points[0].positions for m in outputs], SafetyConfig.from_yaml(yaml.safe_load(open("config/arm.yaml"))).limiter())
 
 
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
@@ -339,16 +343,25 @@ def test_bad_parameters_fail_at_start_with_a_clear_error(graph):
 
 def test_end_effector_mode_publishes_poses_and_safety_clamps_them_to_the_workspace(graph, tiny_base_dirs):
     from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import qos_profile_sensor_data
     from std_msgs.msg import Float64
 
     poses = graph.record(PoseStamped, "/twinbrain/pose_command")
     gripper = graph.record(Float64, "/twinbrain/gripper_command")
     checked = graph.record(PoseStamped, "/servo_node/pose_target_cmds")
     _policy_node(graph, tiny_base_dirs, output_mode="end_effector")
-    graph.add(SafetyNode(context=graph.context))
+    graph.add(SafetyNode(context=graph.context, parameter_overrides=[Parameter("output_mode", value="end_effector")]))
     graph.start_feed()
+    # the measured end-effector pose (tf / the driver in a real cell): the safety node starts from it
+    ee = graph.io.create_publisher(PoseStamped, "/twinbrain/ee_pose", qos_profile_sensor_data)
+    measured = PoseStamped()
+    measured.pose.position.x, measured.pose.position.z, measured.pose.orientation.w = 0.3, 0.4, 1.0
+    graph.io.create_timer(0.02, lambda: ee.publish(measured))
     graph.publish_instruction("touch the green cube")
     assert graph.wait_for(lambda: checked.count() > 50 and gripper.count() > 50)
+    xyz = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in checked.messages])
+    assert np.linalg.norm(xyz[0] - [0.3, 0.0, 0.4]) < 0.01, "the pose output must start at the measured pose"
+    assert np.linalg.norm(np.diff(xyz, axis=0), axis=1).max() <= 0.25 * 0.01 + 1e-9   # max_ee_velocity x dt
     lo, hi = np.array([-0.8, -0.8, 0.0]), np.array([0.8, 0.8, 1.2])   # config/arm.yaml workspace box
     for msg in checked.messages:
         p, q = msg.pose.position, msg.pose.orientation

@@ -88,9 +88,9 @@ def test_safety_limits_of_the_config_leave_the_demonstrations_untouched(sim):
     it (0.01 on a gripper whose closed position is 0.0) hands the policy states it never saw in training."""
     import yaml
 
-    from twinbrain_ros.nodes.params import config_safety_limiter
+    from twinbrain_ros.nodes.safety_params import SafetyConfig
 
-    limiter = config_safety_limiter(yaml.safe_load(open("config/arm.yaml")))
+    limiter = SafetyConfig.from_yaml(yaml.safe_load(open("config/arm.yaml"))).limiter()
     for task in TASKS:
         for seed in (1, 2):
             sim.reset(seed, task)

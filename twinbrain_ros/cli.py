@@ -136,6 +136,11 @@ def _one_shot(action: str, text: str = "", service: str = "") -> int:
                 rclpy.spin_once(node, timeout_sec=0.1)
             print(f"instruction sent: {text!r}")
             return 0
+        if action == "estop":
+            # The topic as well as the service: reliable + transient_local, so the trip reaches the safety
+            # node even if the service is slow to answer (the node latches on either, idempotently).
+            from std_msgs.msg import Bool
+            node.create_publisher(Bool, "/safety_node/estop", LATCHED).publish(Bool(data=True))
         service = service or f"/safety_node/{action}"
         client = node.create_client(Trigger, service)
         if not client.wait_for_service(timeout_sec=5.0):

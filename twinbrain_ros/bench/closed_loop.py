@@ -47,11 +47,25 @@ def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_siz
     return untrained, result["checkpoint"], info
 
 
-def _call(client, timeout: float = 15.0) -> None:
+def _call(client, timeout: float = 15.0) -> bool:
+    """Call a Trigger service; True if it answered with success."""
     future = client.call_async(client.srv_type.Request())
     end = time.monotonic() + timeout
     while not future.done() and time.monotonic() < end:
         time.sleep(0.02)
+    return future.done() and future.result() is not None and future.result().success
+
+
+def _release(client, timeout: float = 10.0) -> bool:
+    """The safety node grants a release only from fresh joint states of an arm at rest: right after the sim
+    re-homes the arm it refuses (the teleport reads as a jump) until the arm has settled; retry as an
+    operator would."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _call(client):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path) -> dict:
@@ -88,7 +102,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
                 _call(reset)                              # the sim draws the next seed itself
                 success.clear()
                 _call(new_episode)                        # the policy drops its plan for the last scene
-                _call(release)                            # the limiter restarts from the re-homed arm
+                if not _release(release):                 # the limiter restarts from the re-homed arm
+                    raise RuntimeError(f"the safety node refused every release; see {log_path}")
                 results.append(success.wait(episode_seconds))
             _call(stop)
             _call(reset)                                  # sim_arm logs how the last episode ended too

@@ -20,9 +20,10 @@ import yaml
 
 from ..graph import default_config
 from ..model import TwinBrainPolicy
-from ..nodes.params import config_safety_limiter, joint_limits
+from ..nodes.params import joint_limits
+from ..nodes.safety_params import SafetyConfig
 from ..runtime.chunk_executor import ChunkExecutor
-from ..runtime.safety import SafetyLimiter
+from ..runtime.chunk_admission import ChunkAdmission
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import checkpoint_bench_parser, emit
 
@@ -60,15 +61,14 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     target = sim.reset(seed, task)
     executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
-    checker = SafetyLimiter(joint_limits(shared), dt)   # policy_node's whole-chunk check (raw ranges)
-    limiter = config_safety_limiter(config)
+    checker = ChunkAdmission(joint_limits(shared), node["out_of_range_chunks"], node["overspeed_chunks"])
+    limiter = SafetyConfig.from_yaml(config).limiter()
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, t, pending = ClosestApproach(sim), np.random.default_rng(seed), 0.0, None
     while t < seconds:
         if pending is None or t >= pending[2]:
             if pending is not None:
-                chunk = checker.admit_chunk(names, pending[0], node["chunk_step_period"], node["out_of_range_chunks"],
-                                            node["overspeed_chunks"])[0]
+                chunk = checker.admit(names, pending[0], node["chunk_step_period"])[0]
                 executor.add_chunk(chunk, pending[1], t)
             images = [sim.render(c) for c in policy.config.camera_names]
             chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=int(rng.integers(1 << 31)))

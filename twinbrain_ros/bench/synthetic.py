@@ -1,5 +1,7 @@
 """A stand-in robot for tests and benchmarks: publishes camera frames and joint states like a driver
-(sensor-data QoS, capture stamps) from its own thread, so timing does not depend on any executor."""
+(sensor-data QoS, capture stamps) from its own thread, so timing does not depend on any executor. With
+an ``arm`` (bench/fake_arm.py) the joint states follow the controller topic; ``stamp_delay`` stamps
+them that much in the past (late delivery), ``frozen_joints`` stops them (a stalled driver)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
 
-from ..nodes.ros_convert import sec_to_stamp
+from ..nodes.ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper")
 
 
 class SyntheticSensors:
     def __init__(self, node: Node, cameras=("front", "wrist"), size=(48, 64), camera_hz=30.0, joint_hz=100.0,
-                 joint_names=DEFAULT_JOINTS, seed: int = 0):
+                 joint_names=DEFAULT_JOINTS, seed: int = 0, arm=None,
+                 controller_topic: str = "/arm_controller/joint_trajectory"):
         self.node, self.size, self.camera_hz, self.joint_hz = node, size, camera_hz, joint_hz
         self.joint_names = list(joint_names)
         self.joint_positions = np.zeros(len(joint_names))
@@ -32,6 +36,11 @@ class SyntheticSensors:
         self.images = {c: Image(height=size[0], width=size[1], encoding="rgb8", step=size[1] * 3, data=frame)
                        for c in cameras}
         self.frozen_cameras = threading.Event()   # set: cameras stop (a frozen driver)
+        self.frozen_joints = threading.Event()    # set: joint states stop (a stalled driver)
+        self.stamp_delay = 0.0
+        self.arm = arm
+        if arm is not None:
+            node.create_subscription(JointTrajectory, controller_topic, self._on_trajectory, 10)
         self.running = threading.Event()
         self.thread = None
 
@@ -46,13 +55,22 @@ class SyntheticSensors:
         if self.thread is not None:
             self.thread.join(timeout=2.0)
 
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        self.arm.command(msg.joint_names, stamp_to_sec(msg.header.stamp),
+                         [duration_to_sec(p.time_from_start) for p in msg.points],
+                         [list(p.positions) for p in msg.points], self.node.get_clock().now().nanoseconds * 1e-9)
+
     def _loop(self) -> None:
         next_cam = time.monotonic()
         while self.running.is_set():
-            stamp = sec_to_stamp(self.node.get_clock().now().nanoseconds * 1e-9)
-            js = JointState(name=self.joint_names, position=[float(x) for x in self.joint_positions])
-            js.header.stamp = stamp
-            self.js_pub.publish(js)
+            now = self.node.get_clock().now().nanoseconds * 1e-9
+            stamp = sec_to_stamp(now)
+            if self.arm is not None:
+                self.joint_positions = self.arm.measure(now)
+            if not self.frozen_joints.is_set():
+                js = JointState(name=self.joint_names, position=[float(x) for x in self.joint_positions])
+                js.header.stamp = sec_to_stamp(now - self.stamp_delay)
+                self.js_pub.publish(js)
             if time.monotonic() >= next_cam and not self.frozen_cameras.is_set():
                 next_cam += 1.0 / self.camera_hz
                 for cam, pub in self.cam_pubs.items():

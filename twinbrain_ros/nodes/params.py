@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-from ..runtime.safety import JointLimit, SafetyLimiter
+from ..runtime.joint_limits import JointLimit
 
 
 class ParameterError(ValueError):
@@ -98,11 +98,3 @@ def joint_limits(values: dict, node_name: str = "node") -> list[JointLimit]:
                                               values["max_velocity"], values["max_acceleration"], values["max_jerk"])]
     except ValueError as exc:
         _raise_if([str(exc)], node_name)
-
-
-def config_safety_limiter(config: dict) -> SafetyLimiter:
-    """The limiter safety_node builds, straight from the YAML (``config/arm.yaml`` loaded as a dict): for
-    tools and tests that need the deployed limits without running the node."""
-    shared, safety = config["/**"]["ros__parameters"], config["safety_node"]["ros__parameters"]
-    return SafetyLimiter(joint_limits(shared, "safety_node"), 1.0 / shared["control_rate_hz"],
-                         safety["position_margin"], safety["max_step"] or None, safety["command_timeout"])

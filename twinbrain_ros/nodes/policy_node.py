@@ -30,7 +30,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
 from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
-from ..runtime.safety import CommandRejected, SafetyLimiter
+from ..runtime.chunk_admission import ChunkAdmission
+from ..runtime.joint_limits import CommandRejected
 from ..runtime.synchronizer import ObservationSynchronizer
 from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
@@ -96,7 +97,7 @@ class PolicyNode(Node):
             raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for {len(p['camera_names'])} camera_names")
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
-        self.checker = SafetyLimiter(joint_limits(p, self.get_name()), self.period)   # whole-chunk validation only
+        self.checker = ChunkAdmission(joint_limits(p, self.get_name()), p["out_of_range_chunks"], p["overspeed_chunks"])
         self.policy = policy or self._load_policy()
         self._check_policy_matches()
         self.sync = ObservationSynchronizer(p["camera_names"], self.joint_names, p["sync_slop"],
@@ -293,8 +294,7 @@ class PolicyNode(Node):
     def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
         if self.p["output_mode"] == "joint":
             try:
-                chunk, clamped, factor = self.checker.admit_chunk(self.joint_names, chunk, self.p["chunk_step_period"],
-                                                                  self.p["out_of_range_chunks"], self.p["overspeed_chunks"])
+                chunk, clamped, factor = self.checker.admit(self.joint_names, chunk, self.p["chunk_step_period"])
             except CommandRejected as exc:
                 self.stats["rejected_chunks"] += 1
                 self.refusal = f"chunk rejected: {exc}"

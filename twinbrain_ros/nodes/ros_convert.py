@@ -38,14 +38,21 @@ def image_msg_to_rgb(msg) -> np.ndarray:
     return compressed_to_rgb(msg.format, msg.data)
 
 
-def joint_trajectory(names, positions_rows, stamp: Time, step_period: float, first_offset: float) -> JointTrajectory:
-    """A JointTrajectory whose point k is reached at first_offset + k * step_period after ``stamp``."""
+def joint_trajectory(names, positions_rows, stamp: Time, step_period: float, first_offset: float,
+                     velocity_rows=None) -> JointTrajectory:
+    """A JointTrajectory whose point k is reached at first_offset + k * step_period after ``stamp``
+    (with the velocities of ``velocity_rows`` where given)."""
     msg = JointTrajectory()
     msg.header.stamp = stamp
     msg.joint_names = list(names)
-    for k, row in enumerate(np.atleast_2d(positions_rows)):
-        msg.points.append(JointTrajectoryPoint(positions=[float(x) for x in row],
-                                               time_from_start=sec_to_duration(first_offset + k * step_period)))
+    positions_rows = np.atleast_2d(positions_rows)
+    velocity_rows = [None] * len(positions_rows) if velocity_rows is None else np.atleast_2d(velocity_rows)
+    for k, (row, vel) in enumerate(zip(positions_rows, velocity_rows)):
+        point = JointTrajectoryPoint(positions=[float(x) for x in row],
+                                     time_from_start=sec_to_duration(first_offset + k * step_period))
+        if vel is not None:
+            point.velocities = [float(x) for x in vel]
+        msg.points.append(point)
     return msg
 
 

@@ -1,147 +1,192 @@
 """safety_node: the only node that talks to the controller.
 
-Every command from the policy (or anyone else) goes through the SafetyLimiter; the limited setpoint
-is published at control rate on the controller's topic (joint_trajectory_controller semantics:
-header.stamp = 0, i.e. start now). Watchdog: no valid command for ``command_timeout`` -> decelerate
-to a hold. E-stop: the ``~/estop`` service or a True on the volatile ``~/estop`` topic latches it;
-only the ``~/release`` service releases it (from the measured joint state). End-effector targets are
-clamped to the workspace box. State goes out as twinbrain_ros/SafetyStatus on ``~/status`` (latched)
-when it changes and at 1 Hz, and on /diagnostics.
+Joint mode: every command goes through the SafetyLimiter; at control rate, on its own real-time
+thread (never behind input callbacks), the limited setpoint goes to the controller as a short
+JointTrajectory (stamped with the tick time): this tick's point, then the output's own stop at maximum
+deceleration, with velocities — so a late message or a dead safety node still ends at rest in limits.
+End-effector mode: PoseStamped targets go through the PoseLimiter (workspace box, Cartesian step /
+velocity / acceleration, orientation rate) and stream out at control rate.
+
+Feedback (runtime/feedback.py): every joint state is checked; a bad one, a stall, a tracking error
+latch a fault: the output decelerates to a hold and stays there until the fault has cleared and
+``~/release`` is called. The limiter starts, and restarts on release, only from a validated joint
+state of an arm at rest. E-stop: the ``~/estop`` service, a True on the ``~/estop`` topic (reliable +
+transient_local, so a trip published before discovery completes still arrives, and a restarted node
+re-latches the last trip: fail-safe; a best-effort volatile subscription takes any other publisher),
+or an optional heartbeat that stops saying "ok". Only ``~/release`` releases. ``dry_run``: the limited
+commands go to ``~/dry_run/*`` instead of the controller. State: twinbrain_ros/SafetyStatus on
+``~/status`` (latched) on every change and at 1 Hz, and /diagnostics (ERROR while e-stopped or faulted).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+from collections import deque
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import SafetyStatus
-from ..runtime.safety import LIMIT_KINDS, CommandRejected, SafetyLimiter, WorkspaceBox
+from ..runtime.joint_limits import CommandRejected
+from ..runtime.safety import LIMIT_KINDS
 from .diagnostics import ThrottledLog, diagnostic_array
-from .params import ROBOT, Param, all_non_negative, declare, joint_limits, non_negative, positive
+from .params import declare
 from .qos import LATCHED
-from .ros_convert import joint_trajectory, sec_to_stamp
+from .realtime import PeriodicThread
+from .ros_convert import joint_trajectory, sec_to_stamp, stamp_to_sec
+from .safety_params import PARAMS, SafetyConfig
 
-PARAMS = ROBOT + [
-    Param("command_topic", "/twinbrain/joint_command", "Joint setpoints to check (JointTrajectory)."),
-    Param("controller_topic", "/arm_controller/joint_trajectory", "The controller's JointTrajectory input."),
-    Param("joint_states_topic", "/joint_states", "Measured joint states (initialise the limiter)."),
-    Param("pose_topic", "/twinbrain/pose_command", "End-effector targets to check (PoseStamped)."),
-    Param("pose_output_topic", "/servo_node/pose_target_cmds", "Where checked pose targets go."),
-    Param("workspace_min", [-1.0, -1.0, 0.0], "End-effector workspace box lower corner (x, y, z)."),
-    Param("workspace_max", [1.0, 1.0, 1.5], "End-effector workspace box upper corner (x, y, z)."),
-    Param("position_margin", [0.02] * 6 + [0.0], "Soft margin inside each joint's position limits, one per "
-          "joint in its own units (rad; m for a prismatic gripper, where it must not block a full close).",
-          all_non_negative),
-    Param("max_step", 0.0, "Largest position change per command; 0 disables it.", non_negative),
-    Param("command_timeout", 0.3, "Watchdog: decelerate to a hold after this long without a valid command.",
-          positive),
-    Param("max_tracking_error", 0.5, "If a measured joint is further than this from the last output (the arm "
-          "was pushed, collided or a simulator reset it), restart from the measured state and hold; 0 disables.",
-          non_negative),
-    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
-]
+ESTOP_ANY = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 
 
 class SafetyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("safety_node", **kwargs)
         self.p = p = declare(self, PARAMS)
+        self.cfg = SafetyConfig(p, self.get_name())
+        sys.setswitchinterval(p["gil_switch_interval"])   # the tick thread must not wait 5 ms behind callbacks
+        self._renice(p["process_niceness"])
         self.log = ThrottledLog(self.get_logger())
-        self.period = 1.0 / p["control_rate_hz"]
-        self.limiter = SafetyLimiter(joint_limits(p, self.get_name()), self.period, p["position_margin"],
-                                     p["max_step"] or None, p["command_timeout"])
-        lo, hi = np.array(p["workspace_min"], float), np.array(p["workspace_max"], float)
-        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
-            raise ValueError(f"safety_node: workspace_min {p['workspace_min']} must be below workspace_max {p['workspace_max']}")
-        self.box = WorkspaceBox(lo, hi)
+        self.period = self.cfg.period
+        self.limiter, self.monitor, self.pose = self.cfg.limiter(), self.cfg.monitor(), self.cfg.pose_limiter()
+        self.heartbeat = self.cfg.heartbeat()
         self.lock = threading.Lock()
         self.last_reject = ""
-        self._rest_sent = True
+        self.started_at = self.now()
+        self.ee_measured: tuple[np.ndarray, np.ndarray] | None = None
+        self._rest_sent = self._pose_rest_sent = True
         self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)   # LIMIT_* bits of the last output
-        self._status_key, self._status_sent = (None, None), 0.0   # (state, limit flags) last published, when
+        self._status_key, self._status_sent = None, 0.0   # what SafetyStatus last said, when
+        self.tick_errors: deque[float] = deque(maxlen=10000)
 
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(JointTrajectory, p["command_topic"], self._on_command, 10, callback_group=inputs)
-        self.create_subscription(PoseStamped, p["pose_topic"], self._on_pose, 10, callback_group=inputs)
-        self.create_subscription(JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data,
-                                 callback_group=inputs)
-        self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10, callback_group=inputs)   # volatile
+        sub = lambda *a, **k: self.create_subscription(*a, callback_group=inputs, **k)  # noqa: E731
+        sub(JointTrajectory, p["command_topic"], self._on_command, 1)   # only the newest setpoint matters
+        sub(JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data)
+        sub(Bool, "~/estop", self._on_estop_topic, LATCHED)      # reliable + transient_local: no trip lost
+        sub(Bool, "~/estop", self._on_estop_topic, ESTOP_ANY)    # matches any other publisher's QoS
+        if self.heartbeat is not None:
+            sub(Bool, p["estop_heartbeat_topic"], self._on_heartbeat, qos_profile_sensor_data)
         self.create_service(Trigger, "~/estop", self._on_estop_service, callback_group=inputs)
         self.create_service(Trigger, "~/release", self._on_release_service, callback_group=inputs)
-        self.controller_pub = self.create_publisher(JointTrajectory, p["controller_topic"], 10)
-        self.pose_pub = self.create_publisher(PoseStamped, p["pose_output_topic"], 10)
+        prefix = "~/dry_run/" if p["dry_run"] else ""
+        if p["output_mode"] == "joint":
+            self.controller_pub = self.create_publisher(
+                JointTrajectory, prefix + "joint_trajectory" if prefix else p["controller_topic"], 10)
+        else:
+            sub(PoseStamped, p["pose_topic"], self._on_pose, 10)
+            sub(PoseStamped, p["ee_pose_topic"], self._on_ee_pose, qos_profile_sensor_data)
+            self.pose_pub = self.create_publisher(PoseStamped, prefix + "pose" if prefix else p["pose_output_topic"], 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.status_pub = self.create_publisher(SafetyStatus, "~/status", LATCHED)
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(self.period, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._stop = threading.Event()
+        self.control = PeriodicThread(
+            "safety-tick", self.period, self._on_tick, running=lambda: not self._stop.is_set() and self.context.ok(),
+            on_error=lambda exc: self.log("error", "tick", f"safety tick failed: {exc!r}"),
+            tick_errors=self.tick_errors, priority=p["control_thread_priority"],
+            on_no_priority=lambda exc: self.get_logger().warn(f"safety tick runs without real-time priority ({exc})"))
+        self.control.start()
+        if p["dry_run"]:
+            self.get_logger().warn("dry_run: limited commands go to ~/dry_run/*, NOT to the controller")
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _renice(self, niceness: int) -> None:
+        """Per thread on Linux: called from the thread that spins the executor, inherited by later threads."""
+        if niceness:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            except (PermissionError, OSError) as exc:
+                self.get_logger().info(f"process_niceness {niceness} not permitted ({exc}); running at the default")
+
+    def _fault(self, kind: str, reason: str) -> None:
+        """A feedback fault (call under the lock): latched once the limiter runs; before that only counted
+        and reported — nothing moves yet, and the start itself needs clean feedback at rest."""
+        if self.limiter.initialized:
+            if self.limiter.latch_fault(kind, reason):
+                self.get_logger().error(f"FAULT {kind}: {reason}; holding until it clears and ~/release is called")
+        else:
+            self.limiter.counters[kind] += 1
+            self.last_reject = f"{kind}: {reason}"
+            self.log("warn", kind, f"{kind} before start: {reason}")
+
     # -- inputs -------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            positions = self.limiter.order(msg.name, msg.position)
-        except CommandRejected as exc:
-            self.log("warn", "joint_states", f"joint_states unusable: {exc}")
-            return
-        with self.lock:
-            was_ready = self.limiter.initialized
-            reseeded = self.limiter.observe(positions, self.now(), self.p["max_tracking_error"])
-        if not was_ready:
-            self.get_logger().info("limiter initialised from joint_states")
-        elif reseeded:
-            self.log("warn", "tracking", "tracking error too large: restarted from the measured joint state")
-
-    def _on_command(self, msg: JointTrajectory) -> None:
-        if not msg.points:
-            self._reject("empty", "command has no points")
-            return
-        point = msg.points[0]   # streamed setpoints: the next point is the target
+        now = self.now()
         with self.lock:
             try:
-                self.limiter.set_target(msg.joint_names, point.positions, self.now())
+                q = self.monitor.update(msg.name, msg.position, stamp_to_sec(msg.header.stamp), now)
+            except CommandRejected as exc:
+                self._fault(exc.kind, str(exc))
+                return
+            if self.limiter.initialized:
+                self.limiter.observe(q, now)
+                return
+            rest = self.monitor.rest_position(now)
+            if rest is None:
+                return
+            self.limiter.reset(rest, now)
+        self.get_logger().info("limiter started from joint_states of the arm at rest")
+
+    def _on_command(self, msg: JointTrajectory) -> None:
+        with self.lock:
+            try:
+                if not msg.points:
+                    raise self._counted(CommandRejected("empty", "command has no points"))
+                # streamed setpoints: the first point is the target
+                self.limiter.set_target(msg.joint_names, msg.points[0].positions, self.now())
             except CommandRejected as exc:
                 self.last_reject = f"{exc.kind}: {exc}"
                 self.log("warn", "command_rejected", f"command rejected: {self.last_reject}")
 
-    def _reject(self, kind: str, message: str) -> None:
-        with self.lock:
-            self.limiter.count_rejection(kind)
-            self.last_reject = f"{kind}: {message}"
+    def _counted(self, exc: CommandRejected) -> CommandRejected:
+        self.limiter.count_rejection(exc.kind)
+        return exc
 
     def _on_pose(self, msg: PoseStamped) -> None:
         pos, ori = msg.pose.position, msg.pose.orientation
         with self.lock:
-            if self.limiter.estopped:
-                self.limiter.count_rejection("estop_active")
-                return
             try:
-                xyz, quat, clamped = self.box.limit_pose([pos.x, pos.y, pos.z], [ori.x, ori.y, ori.z, ori.w])
+                if not self.pose.initialized:
+                    raise self._counted(CommandRejected("not_ready", f"no measured end-effector pose on "
+                                                                     f"{self.p['ee_pose_topic']} yet"))
+                if self.limiter.holding:
+                    raise self._counted(CommandRejected("estop_active" if self.limiter.estopped else "fault_active",
+                                                        "e-stop or fault latched; call release first"))
+                self.pose.set_target([pos.x, pos.y, pos.z], [ori.x, ori.y, ori.z, ori.w], self.now())
             except CommandRejected as exc:
-                self.limiter.count_rejection(exc.kind)
                 self.last_reject = f"{exc.kind}: {exc}"
-                return
-            if clamped:
-                self.limiter.counters["workspace"] += 1
-        out = PoseStamped()
-        out.header = msg.header
-        out.pose.position.x, out.pose.position.y, out.pose.position.z = (float(v) for v in xyz)
-        out.pose.orientation.x, out.pose.orientation.y, out.pose.orientation.z, out.pose.orientation.w = (float(v) for v in quat)
-        self.pose_pub.publish(out)
+                self.log("warn", "pose_rejected", f"pose rejected: {self.last_reject}")
+
+    def _on_ee_pose(self, msg: PoseStamped) -> None:
+        pos, ori = msg.pose.position, msg.pose.orientation
+        p, q = np.array([pos.x, pos.y, pos.z]), np.array([ori.x, ori.y, ori.z, ori.w])
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))) or abs(np.linalg.norm(q) - 1) > 1e-2:
+            with self.lock:
+                self._fault("ee_pose_invalid", "measured end-effector pose has NaN/inf or a non-unit quaternion")
+            return
+        with self.lock:
+            self.ee_measured = (p, q)
+            if not self.pose.initialized and self.monitor.rest_position(self.now()) is not None:
+                self.pose.start(p, q, self.now())
+
+    def _on_heartbeat(self, msg: Bool) -> None:
+        with self.lock:
+            self.heartbeat.beat(bool(msg.data), self.now())
 
     def _on_estop_topic(self, msg: Bool) -> None:
         if msg.data:   # False never releases: only the service does
@@ -154,59 +199,116 @@ class SafetyNode(Node):
 
     def _on_release_service(self, request, response):
         with self.lock:
-            was = self.limiter.estopped
-            self.limiter.release_estop(self.now())   # from the measured state: the arm may have been moved
-        response.success = True
-        response.message = ("e-stop released; motion resumes from the measured state with the next command" if was
-                            else "e-stop was not latched")
-        self.get_logger().warn("e-stop released") if was else None
+            now = self.now()
+            rest = self.monitor.rest_position(now)
+            blocked = self.monitor.not_at_rest_reason(now)
+            if self.heartbeat is not None:
+                blocked = blocked or self.heartbeat.fault(now, self.started_at)
+            if not self.pose.position.output_at_rest:
+                blocked = blocked or "the end-effector output is still decelerating"
+            # dry run: the arm does not follow, so resume from the held output, never from the arm
+            response.success, response.message = self.limiter.release(now, None if self.p["dry_run"] else rest, blocked)
+            if response.success:
+                self.pose.position.estopped, self.pose.position.target = False, None
+                if self.ee_measured is not None and not self.p["dry_run"]:
+                    self.pose.start(*self.ee_measured, now)
+        (self.get_logger().warn if response.success else self.get_logger().info)(f"~/release: {response.message}")
         return response
 
     def _latch(self, source: str) -> None:
         with self.lock:
+            was = self.limiter.estopped
             self.limiter.latch_estop()
-        self.get_logger().error(f"E-STOP latched by {source}")
+            self.pose.position.latch_estop()
+        if not was:
+            self.get_logger().error(f"E-STOP latched by {source}")
 
-    # -- output -------------------------------------------------------------------------------
+    # -- output (the real-time tick thread) ---------------------------------------------------
     def _on_tick(self) -> None:
-        # Step and publish under one lock: the order on the wire is always the order of the limiter's
-        # steps, even if the executor ever ran two ticks at once.
         with self.lock:
-            before = None if self.limiter.q is None else self.limiter.q.copy()
-            result = self.limiter.step(self.now())
-            holding = self.limiter.target is None or self.limiter.watchdog_active or self.limiter.estopped
-            at_rest = np.array_equal(before, result.positions) if result is not None else True
-            send = not (result is None or (holding and at_rest and self._rest_sent))
-            if send:   # else at rest while holding: the controller already holds the last point
-                self._rest_sent = at_rest   # the standstill sample itself goes out once
-                self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)
-                for bit, kind in enumerate(LIMIT_KINDS):
-                    self._limit_flags |= result.acted[kind].astype(np.uint8) << bit
-                # stamp 0 = "start now" for joint_trajectory_controller; reach the point one period from now.
-                self.controller_pub.publish(joint_trajectory(self.limiter.names, result.positions, Time(),
-                                                             self.period, self.period))
-            # SafetyStatus goes out on change (checked every tick; counters ride along) and at 1 Hz. A change
-            # of state (ready, e-stop, watchdog, rejection) goes out at once; limit flags, which can flap
-            # every tick while a limit shapes the motion, at most every 0.1 s.
-            state = (self.limiter.initialized, self.limiter.estopped, self.limiter.watchdog_active, self.last_reject)
-            flags, now = self._limit_flags.tobytes(), time.monotonic()
-            changed = state != self._status_key[0] or (flags != self._status_key[1] and now - self._status_sent >= 0.1)
-            status = self._status() if changed else None
-            if changed:
-                self._status_key, self._status_sent = (state, flags), now
+            now = self.now()
+            reason = self.monitor.stalled(now)
+            if reason:
+                self._fault("joint_state_stall", reason)
+            if self.heartbeat is not None and not self.limiter.estopped:
+                trip = self.heartbeat.fault(now, self.started_at)
+                if trip:
+                    self.limiter.latch_estop()
+                    self.pose.position.latch_estop()
+                    self.get_logger().error(f"E-STOP latched by the heartbeat: {trip}")
+            # Step and publish under one lock: the order on the wire is the order of the limiter's steps.
+            if self.p["output_mode"] == "joint":
+                self._joint_output(now)
+            else:
+                self._pose_output(now)
+            status = self._status_if_changed()
         if status is not None:
             self.status_pub.publish(status)
 
+    def _joint_output(self, now: float) -> None:
+        lim = self.limiter
+        before = None if lim.q is None else lim.q.copy()
+        result = lim.step(now)
+        if result is None:
+            return
+        holding = lim.target is None or lim.watchdog_active or lim.holding
+        at_rest = np.array_equal(before, result.positions)
+        if holding and at_rest and self._rest_sent:
+            return   # at rest while holding: the controller already holds the last point
+        self._rest_sent = at_rest   # the standstill sample itself goes out once
+        self._limit_flags = np.zeros(len(lim.names), np.uint8)
+        for bit, kind in enumerate(LIMIT_KINDS):
+            self._limit_flags |= result.acted[kind].astype(np.uint8) << bit
+        positions, velocities = lim.stopping_horizon()
+        # Stamped with the tick's time, not 0 ("start now"): a message delivered a few ms late then still
+        # reaches each point on the tick grid, and the splice onto the previous message keeps its velocity.
+        self.controller_pub.publish(joint_trajectory(lim.names, positions, sec_to_stamp(now), self.period,
+                                                     self.period, velocities))
+
+    def _pose_output(self, now: float) -> None:
+        self.pose.position.estopped = self.limiter.holding   # feedback faults hold the end effector too
+        before = None if self.pose.position.q is None else self.pose.position.q.copy()
+        out = self.pose.step(now)
+        if out is None:
+            return
+        lim = self.pose.position
+        holding = lim.target is None or lim.watchdog_active or lim.holding
+        at_rest = np.array_equal(before, out[0])
+        if holding and at_rest and self._pose_rest_sent:
+            return
+        self._pose_rest_sent = at_rest
+        msg = PoseStamped()
+        msg.header.frame_id, msg.header.stamp = self.p["base_frame"], sec_to_stamp(now)
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in out[0])
+        o = msg.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in out[2])
+        self.pose_pub.publish(msg)
+
+    def _status_if_changed(self) -> SafetyStatus | None:
+        """SafetyStatus on a change of state (at once) or of limit flags (which can flap every tick while a
+        limit shapes the motion: at most every 0.1 s). Call under the lock."""
+        lim = self.limiter
+        state = (lim.initialized, lim.estopped, lim.watchdog_active, tuple(sorted(lim.faults)), self.last_reject)
+        flags, now = self._limit_flags.tobytes(), time.monotonic()
+        key = self._status_key
+        if key is not None and state == key[0] and (flags == key[1] or now - self._status_sent < 0.1):
+            return None
+        self._status_key, self._status_sent = (state, flags), now
+        return self._status()
+
     def _status(self) -> SafetyStatus:
         """Snapshot of the limiter as a SafetyStatus (call under the lock)."""
-        c = self.limiter.counters
-        names = sorted(c)
-        msg = SafetyStatus(ready=self.limiter.initialized, estop_active=self.limiter.estopped,
-                           watchdog_active=self.limiter.watchdog_active, last_rejection=self.last_reject,
-                           joint_names=list(self.limiter.names), limit_flags=self._limit_flags.tolist(),
-                           limited_commands=c["limited"], rejected_commands=c["rejected"],
-                           watchdog_trips=c["watchdog"], estop_latches=c["estop"], tracking_resets=c["tracking_reset"],
-                           counter_names=names, counter_values=[c[n] for n in names])
+        lim, c = self.limiter, self.limiter.counters
+        counters = c + self.pose.counters if self.p["output_mode"] != "joint" else c
+        names = sorted(counters)
+        msg = SafetyStatus(ready=lim.initialized, estop_active=lim.estopped, watchdog_active=lim.watchdog_active,
+                           fault_active=bool(lim.faults), faults=[f"{k}: {v}" for k, v in sorted(lim.faults.items())],
+                           dry_run=self.p["dry_run"], velocity_scale=float(self.p["velocity_scale"]),
+                           last_rejection=self.last_reject, joint_names=list(lim.names),
+                           limit_flags=self._limit_flags.tolist(), limited_commands=counters["limited"],
+                           rejected_commands=counters["rejected"], watchdog_trips=counters["watchdog"],
+                           estop_latches=c["estop"], fault_latches=c["faults"], restarts=c["restart"],
+                           counter_names=names, counter_values=[counters[n] for n in names])
         msg.header.stamp = sec_to_stamp(self.now())
         return msg
 
@@ -217,16 +319,25 @@ class SafetyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         with self.lock:
-            counters = dict(self.limiter.counters)
-            estop, watchdog = self.limiter.estopped, self.limiter.watchdog_active
-            ready = self.limiter.initialized
-        level = "error" if estop else ("warn" if (watchdog or not ready) else "ok")
-        message = ("E-STOP latched" if estop else "watchdog: holding" if watchdog
-                   else "waiting for joint_states" if not ready else "ok")
+            lim = self.limiter
+            counters = dict(lim.counters + self.pose.counters)
+            estop, watchdog, ready, faults = lim.estopped, lim.watchdog_active, lim.initialized, dict(lim.faults)
+        errors = (["E-STOP latched"] if estop else []) + [f"FAULT {k}: {v}" for k, v in sorted(faults.items())]
+        level = "error" if errors else ("warn" if (watchdog or not ready) else "ok")
+        message = ("; ".join(errors) if errors else "watchdog: holding" if watchdog
+                   else "waiting for joint_states of the arm at rest" if not ready else "ok")
         values = {f"interventions.{k}": v for k, v in sorted(counters.items())}
-        values.update(estop=estop, watchdog=watchdog, last_reject=self.last_reject)
+        values.update(estop=estop, watchdog=watchdog, faults=",".join(sorted(faults)), last_reject=self.last_reject,
+                      dry_run=self.p["dry_run"], velocity_scale=self.p["velocity_scale"])
+        if self.tick_errors:
+            values["tick_error_p99_ms"] = round(float(np.percentile(np.array(self.tick_errors), 99)) * 1e3, 3)
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: safety", self.get_name(),
                                                level, message, values))
+
+    def destroy_node(self):
+        self._stop.set()
+        self.control.join(timeout=1.0)
+        return super().destroy_node()
 
 
 def main(args=None):

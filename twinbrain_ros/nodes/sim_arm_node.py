@@ -147,20 +147,25 @@ class SimArmNode(Node):
         cam_period = 1.0 / self.p["camera_rate_hz"]
         next_cam = 0.0
         wall = time.monotonic()
+        # The ROS time the physics state stands for. Each loop advances it by exactly dt, whatever the wall
+        # clock did: after a slow iteration (rendering, a busy host) the loop catches up with several quick
+        # ones, and stamps taken from the wall clock would then be a fraction of dt apart for dt of motion —
+        # an implied velocity several times the real one (the safety node refuses such states as glitches).
+        t_physics = self.now()
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             if self._reset_request.is_set():
                 self._new_episode()
                 self._reset_request.clear()
                 self._ready.set()
-            now = self.now()
             with self.lock:
                 if self.expert is not None:
-                    target = self.expert.command(now - self.episode_start)
+                    target = self.expert.command(t_physics - self.episode_start)
                 else:
-                    target = self.follower.setpoint(now)
+                    target = self.follower.setpoint(t_physics)
             self.sim.set_targets(target)
             self.sim.step(dt)
-            stamp = sec_to_stamp(self.now())
+            t_physics += dt
+            stamp = sec_to_stamp(t_physics)
             self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
                                            position=self.sim.joint_positions().tolist(),
                                            velocity=self.sim.joint_velocities().tolist()))
@@ -188,8 +193,11 @@ class SimArmNode(Node):
             delay = wall - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -0.5:
-                wall = time.monotonic()   # fell far behind (slow machine): do not try to catch up
+            elif delay < -0.2:
+                # Fell far behind (slow or busy machine): skip the lost time instead of catching up, so no
+                # state is published older than the safety node's max_joint_state_age (0.25 s).
+                wall = time.monotonic()
+                t_physics = self.now()
 
     def _publish_diagnostics(self) -> None:
         if self.sim is None:

@@ -12,8 +12,8 @@ output itself is at rest. Holds (decelerate within limits, then stay): the watch
 for ``timeout``), a latched e-stop, a latched fault (bad feedback, tracking error). E-stop and faults
 stay latched until ``release``; a release with nothing latched changes nothing (counted).
 
-Every tick also yields ``stopping_horizon()``: the output's own stop at maximum deceleration, sent to
-the controller with it, so a late next message or a dead safety node still ends at rest in limits.
+Every tick also yields ``stopping_horizon()``: the output coasting one period, then its own stop at
+maximum deceleration, sent to the controller with it, so a late next message or a dead safety node still ends at rest in limits.
 """
 
 from __future__ import annotations
@@ -238,17 +238,23 @@ class SafetyLimiter:
         return self._step_towards(self.q + slower * dt)
 
     def stopping_horizon(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-        """From the current output (position q, velocity v): the positions and velocities of a stop at
-        maximum deceleration, one row per control period after the output, ending at rest — what the
-        controller follows if no further message arrives. The braking bound makes the stop fit inside the
-        position range. (It brakes at a_max at once: a jerk limit is not applied to this fallback.)"""
+        """From the current output (position q, velocity v): what the controller follows if no further
+        message arrives — one more period at the output's velocity (as far as the braking bound allows:
+        this is where the next tick's point would be, so a controller splicing the next message onto it
+        sees no velocity dip), then a stop at maximum deceleration, one row per control period, ending at
+        rest inside the position range. Positions and velocities, the first row being the output itself.
+        (It brakes at a_max at once: a jerk limit is not applied to this fallback.)"""
         dt = self.period
         q, v = self.q.copy(), self.v.copy()
         rows_q, rows_v = [q.copy()], [v.copy()]
+        v = np.clip(v, -self._brake(q - self.lower), self._brake(self.upper - q))   # the coasting period
         while np.any(v) and len(rows_q) < max_points:
-            v = v - np.clip(v, -self.amax * dt, self.amax * dt)
-            v = np.where(np.abs(v) < 1e-12, 0.0, v)
             q = np.clip(q + v * dt, self.lower, self.upper)
             rows_q.append(q.copy())
             rows_v.append(v.copy())
+            v = v - np.clip(v, -self.amax * dt, self.amax * dt)
+            v = np.where(np.abs(v) < 1e-12, 0.0, v)
+        if np.any(rows_v[-1]):
+            rows_q.append(q.copy())
+            rows_v.append(np.zeros_like(v))
         return np.array(rows_q), np.array(rows_v)

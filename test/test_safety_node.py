@@ -1,0 +1,84 @@
+"""safety_node under a safety reviewer's faults, with real rclpy and an arm behind a JTC-like follower:
+the scenarios of `twinbrain-bench safety`, each asserted. Before this, a tracking error re-seeded the
+output (steps of 0.5-2.5 rad in one tick), a release while moving was a dead stop, bad feedback was only
+logged, commands were single points, end-effector targets passed straight through and one-shot trips
+from fresh publishers were lost."""
+
+import numpy as np
+import pytest
+
+from twinbrain_ros.bench import safety as bench
+
+NO_VIOLATIONS = {"position": 0, "velocity": 0, "acceleration": 0}
+
+
+def _held_by(result, fault):
+    assert result["violations"] == NO_VIOLATIONS, result
+    assert fault in result["faults"], result
+    assert result["counters"][fault] == 1 and result["counters"].get("restart", 0) == 0, result
+    assert result["counters"]["fault_active"] > 0, "commands after the fault must be refused"
+
+
+def test_perfect_arm_tracks_within_limits():
+    result = bench.SCENARIOS["perfect"]()
+    assert result["violations"] == NO_VIOLATIONS and not result["faults"] and result["outputs"] > 100
+
+
+@pytest.mark.parametrize("scenario, fault", [("encoder_glitch", "joint_state_jump"), ("stall", "joint_state_stall"),
+                                             ("late_states", "joint_state_stale"), ("lagging_arm", "tracking_error")])
+def test_feedback_faults_hold_without_a_jump(scenario, fault):
+    _held_by(bench.SCENARIOS[scenario](), fault)
+
+
+def test_blocked_arm_holds_instead_of_pushing_back_and_forth():
+    result = bench.SCENARIOS["blocked_arm"]()
+    _held_by(result, "tracking_error")
+    # the output stops within the tracking bound plus its stopping distance of the obstacle, once
+    assert 0.0 < result["output_past_obstacle_rad"] <= 0.5 + 0.25, result
+
+
+def test_release_while_moving_is_a_counted_noop():
+    result = bench.SCENARIOS["release_while_moving"]()
+    assert result["violations"] == NO_VIOLATIONS, result
+    assert result["release_success"] is False and result["counters"]["release_noop"] == 1
+    assert "restart" not in result["counters"]
+
+
+def test_trip_release_races_stay_within_limits():
+    result = bench.SCENARIOS["trip_release_race"]()
+    assert result["violations"] == NO_VIOLATIONS, result
+    assert result["counters"]["estop"] >= 5 and result["counters"]["release_refused"] >= 1, result
+    assert result["releases_granted"] == result["counters"]["restart"]
+
+
+def test_one_shot_trips_from_fresh_publishers_all_latch():
+    result = bench.fresh_publisher_trips(trials=10)
+    assert result["latched"] == result["trials"], result
+
+
+def test_command_flood_keeps_output_within_limits():
+    result = bench.flood(seconds=2.0)
+    assert result["violations"] == NO_VIOLATIONS and result["flood_commands"] > 1000, result
+    assert result["tick_error_p99_ms_per_second"], "no tick-error figure on /diagnostics"
+
+
+def test_sigkill_leaves_the_controller_a_stop_within_limits():
+    result = bench.sigkill()
+    assert result["violations"] == NO_VIOLATIONS, result
+    assert result["speed_at_kill_of_limit"] > 0.3, "the arm was not moving when the node died"
+    assert result["stop_velocity_violations"] == 0 and result["stop_acceleration_violations"] == 0, result
+    assert result["at_rest_after_kill"] and result["stop_points"] > 2, result
+
+
+def test_end_effector_jumps_are_limited():
+    result = bench.end_effector_jumps()
+    assert result["outputs"] > 50 and result["counters"]["workspace"] > 0, result
+    assert result["violations"] == {"workspace": 0, "velocity": 0, "acceleration": 0, "angular_velocity": 0}, result
+    assert result["max_step_m"] <= 0.25 * bench.DT + 1e-9
+
+
+def test_violation_counter_sees_a_jump():
+    """The oracle itself: a 0.5 rad step in one tick is counted."""
+    rows = np.zeros((4, len(bench.JOINTS)))
+    rows[2:, 0] = 0.5
+    assert bench.violations(rows)["velocity"] == 1 and bench.violations(rows)["acceleration"] == 2
