@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout",
-           "sensitivity": "sensitivity", "safety": "safety"}
+           "sensitivity": "sensitivity", "safety": "safety", "ruckig": "ruckig_compare"}
 
 
 def main(argv=None) -> None:
