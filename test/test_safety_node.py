@@ -82,3 +82,37 @@ def test_violation_counter_sees_a_jump():
     rows = np.zeros((4, len(bench.JOINTS)))
     rows[2:, 0] = 0.5
     assert bench.violations(rows)["velocity"] == 1 and bench.violations(rows)["acceleration"] == 2
+
+
+def test_dry_run_heartbeat_and_a_restarted_node_relatches_the_last_trip():
+    from std_msgs.msg import Bool
+    from trajectory_msgs.msg import JointTrajectory
+
+    from twinbrain_ros.nodes.qos import LATCHED
+    from twinbrain_ros.nodes.safety_node import SafetyNode
+
+    rig = bench.Rig({"dry_run": True, "estop_heartbeat_timeout": 0.3})
+    graph = rig.graph
+    try:
+        dry = graph.record(JointTrajectory, "/safety_node/dry_run/joint_trajectory")
+        beat = graph.io.create_publisher(Bool, "/safety_node/heartbeat", 10)
+        assert graph.wait_for(lambda: rig.node.limiter.estopped, 3.0), "a silent heartbeat must trip the e-stop"
+        timer = graph.io.create_timer(0.05, lambda: beat.publish(Bool(data=True)))
+        assert graph.wait_for(lambda: rig.release()[0], 5.0, poll=0.1)
+        stream = bench.CommandStream(graph).start()
+        assert graph.wait_for(lambda: dry.count() > 50, 5.0), "dry run publishes on ~/dry_run/joint_trajectory"
+        assert rig.outputs.count() == 0, "dry run must never reach the controller topic"
+        assert bench.violations([m.points[0].positions for m in dry.messages]) == NO_VIOLATIONS
+        graph.io.destroy_timer(timer)      # the e-stop device goes quiet: trip
+        assert graph.wait_for(lambda: rig.node.limiter.estopped, 3.0)
+        stream.stop()
+
+        # a trip on the latched topic, then the node restarts: the new node latches it at once (fail-safe)
+        trip = graph.io.create_publisher(Bool, "/safety_node/estop", LATCHED)
+        trip.publish(Bool(data=True))
+        graph.nodes.remove(rig.node)
+        rig.node.destroy_node()
+        rig.node = graph.add(SafetyNode(context=graph.context))
+        assert graph.wait_for(lambda: rig.node.limiter.estopped, 5.0), "a restarted node must re-latch the last trip"
+    finally:
+        rig.close()
