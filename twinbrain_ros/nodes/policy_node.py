@@ -88,6 +88,7 @@ PARAMS = ROBOT + [
 
 class PolicyNode(Node):
     def __init__(self, policy=None, **kwargs):
+        self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         super().__init__("policy_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
@@ -133,7 +134,6 @@ class PolicyNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
-        self._stop = threading.Event()
         self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
         self.worker.start()
         self.control = PeriodicThread(
@@ -379,8 +379,10 @@ class PolicyNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self.worker.join(timeout=5.0)
-        self.control.join(timeout=1.0)
+        if getattr(self, "worker", None) is not None and self.worker.is_alive():
+            self.worker.join(timeout=5.0)
+        if getattr(self, "control", None) is not None and self.control.is_alive():
+            self.control.join(timeout=1.0)
         return super().destroy_node()
 
 

@@ -52,6 +52,7 @@ PARAMS = [p for p in ROBOT if p.name == "joint_names"] + [
 
 class RecorderNode(Node):
     def __init__(self, **kwargs):
+        self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         super().__init__("recorder_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
@@ -83,7 +84,6 @@ class RecorderNode(Node):
         self.create_service(Trigger, "~/discard", self._on_discard)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
-        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._sample_loop, name="recorder", daemon=True)
         self.thread.start()
 
@@ -182,7 +182,8 @@ class RecorderNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self.thread.join(timeout=2.0)
+        if getattr(self, "thread", None) is not None and self.thread.is_alive():
+            self.thread.join(timeout=5.0)
         return super().destroy_node()
 
 

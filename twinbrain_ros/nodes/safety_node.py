@@ -52,6 +52,7 @@ ESTOP_ANY = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, dura
 
 class SafetyNode(Node):
     def __init__(self, **kwargs):
+        self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         super().__init__("safety_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.cfg = SafetyConfig(p, self.get_name())
@@ -92,7 +93,6 @@ class SafetyNode(Node):
         self.status_pub = self.create_publisher(SafetyStatus, "~/status", LATCHED)
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
-        self._stop = threading.Event()
         self.control = PeriodicThread(
             "safety-tick", self.period, self._on_tick, running=lambda: not self._stop.is_set() and self.context.ok(),
             on_error=lambda exc: self.log("error", "tick", f"safety tick failed: {exc!r}"),
@@ -336,7 +336,8 @@ class SafetyNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self.control.join(timeout=1.0)
+        if getattr(self, "control", None) is not None and self.control.is_alive():
+            self.control.join(timeout=1.0)
         return super().destroy_node()
 
 

@@ -51,6 +51,7 @@ PARAMS = [
 
 class SimArmNode(Node):
     def __init__(self, **kwargs):
+        self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         super().__init__("sim_arm", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
@@ -78,7 +79,6 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, p["controller_topic"], self._on_trajectory, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
-        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self.thread.start()
         if not self._ready.wait(timeout=30.0):
@@ -209,7 +209,8 @@ class SimArmNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self.thread.join(timeout=5.0)
+        if getattr(self, "thread", None) is not None and self.thread.is_alive():
+            self.thread.join(timeout=5.0)
         return super().destroy_node()
 
 

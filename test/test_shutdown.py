@@ -1,0 +1,66 @@
+"""Every node exits within 2 s of SIGTERM (and of SIGINT) while the graph is busy — before, policy_node
+took 5.5-6.2 s and launch escalated to SIGKILL; a start-up error is one line and exit code 2."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from trajectory_msgs.msg import JointTrajectory
+
+from ros_harness import RosGraph
+from twinbrain_ros import graph as graph_spec
+
+NODES = ["sim_arm_node", "policy_node", "safety_node"]
+
+
+def _start(module, params_file, *extra):
+    return subprocess.Popen([sys.executable, "-m", f"twinbrain_ros.nodes.{module}", "--ros-args", "--params-file",
+                             str(params_file), *extra], env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
+    config = yaml.safe_load(graph_spec.default_config().read_text())
+    config["sim_arm"]["ros__parameters"].update(image_width=64, image_height=64)
+    cfg = tmp_path / "arm.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    graph = RosGraph()
+    procs = {}
+    try:
+        controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
+        procs = {m: _start(m, cfg, "-r", f"__node:={m.removesuffix('_node') if m == 'sim_arm_node' else m}")
+                 for m in NODES}
+        assert graph.wait_for(lambda: controller.count() > 50, 180), {m: p.poll() for m, p in procs.items()}
+        for module, proc in procs.items():   # inference, physics and ticks are all running
+            start = time.monotonic()
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            took = time.monotonic() - start
+            stderr = proc.stderr.read()
+            assert took < 2.0 and proc.returncode == 0, (module, round(took, 2), proc.returncode, stderr[-2000:])
+            assert "Traceback" not in stderr, (module, stderr[-2000:])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        graph.close()
+
+
+def test_a_start_up_error_is_one_clear_line_and_exit_code_2(tmp_path):
+    config = yaml.safe_load(graph_spec.default_config().read_text())
+    config["policy_node"]["ros__parameters"]["camera_names"] = ["front"]    # two camera_topics
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = _start("policy_node", cfg)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    assert "Traceback" not in stderr and "cannot start" in stderr, stderr
+    assert "camera" in stderr
