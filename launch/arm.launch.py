@@ -2,7 +2,8 @@
                                           [use_sim:=true] [record:=true]
 
 Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runner
-`twinbrain-ros up` starts) with the parameters of one YAML file.
+`twinbrain-ros up` starts) with the same layered parameter files: config/defaults.yaml, then the
+robot file (`config:=`, default config/arm.yaml), then the launch arguments.
 """
 
 from launch import LaunchDescription
@@ -22,7 +23,8 @@ def _nodes(context):
     namespace = LaunchConfiguration("namespace").perform(context)
     return [
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
-             parameters=[config, graph.overrides(spec, checkpoint, device, use_sim)], output="screen",
+             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim)],
+             output="screen",
              emulate_tty=True)
         for spec in graph.nodes(use_sim, record)
     ]
@@ -31,7 +33,7 @@ def _nodes(context):
 def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("config", default_value=str(graph.default_config()),
-                              description="Parameter file (ros__parameters per node)."),
+                              description="Robot parameter file, layered over config/defaults.yaml."),
         DeclareLaunchArgument("checkpoint", default_value="", description="Checkpoint directory; empty = tiny preset."),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda[:N]; empty keeps the YAML."),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace for every node."),

@@ -2,7 +2,6 @@
 in-process, in sim time) and `sensitivity` (how much the plan moves with one joint reading)."""
 
 import numpy as np
-import yaml
 
 
 class CountingPolicy:
@@ -18,12 +17,12 @@ class CountingPolicy:
 
 def test_graph_like_rollout_runs_chunks_through_executor_and_limiter(tiny_base_dirs):
     from twinbrain_ros.bench.rollout import rollout_like_graph
-    from twinbrain_ros.graph import default_config
+    from twinbrain_ros.graph import load_config, node_params
     from twinbrain_ros.model import TwinBrainPolicy
     from twinbrain_ros.sim.arm_sim import ArmSim
 
-    config = yaml.safe_load(default_config().read_text())
-    shared = config["/**"]["ros__parameters"]
+    config = load_config()
+    shared = node_params(config, "safety_node")
     policy = CountingPolicy(TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"]))
     sim = ArmSim(image_size=(64, 64))
     try:
@@ -34,7 +33,7 @@ def test_graph_like_rollout_runs_chunks_through_executor_and_limiter(tiny_base_d
     assert result["success"] in (False, True) and result["tcp"].shape == (3,) and result["cube"].shape == (3,)
     assert len(policy.chunks) == 4            # one observation at 0, 0.25, 0.5, 0.75 s of sim time
     assert not np.allclose(policy.chunks[0], policy.chunks[1])   # fresh noise per chunk, as in the node
-    margin = np.asarray(config["safety_node"]["ros__parameters"]["position_margin"])
+    margin = np.asarray(shared["position_margin"])
     lower, upper = np.asarray(shared["joint_lower"]) + margin, np.asarray(shared["joint_upper"]) - margin
     assert np.all(q >= lower - 0.02) and np.all(q <= upper + 0.02)   # the arm follows the limited setpoints
 

@@ -43,10 +43,10 @@ def _status(rec, name):
 
 
 def _limits():
-    import yaml
 
     from twinbrain_ros.nodes.params import joint_limits
-    shared = yaml.safe_load(open("config/arm.yaml"))["/**"]["ros__parameters"]
+    from twinbrain_ros.graph import load_config, node_params
+    shared = node_params(load_config(), "safety_node")
     return joint_limits(shared)
 
 
@@ -241,11 +241,10 @@ def _send(pub, names, positions):
 
 def _check_limits(outputs):
     """Every controller output within the YAML limits and margins, checked like the limiter's unit tests."""
-    import yaml
 
     from twinbrain_ros.nodes.safety_params import SafetyConfig
 
-    check_outputs([m.points[0].positions for m in outputs], SafetyConfig.from_yaml(yaml.safe_load(open("config/arm.yaml"))).limiter())
+    check_outputs([m.points[0].positions for m in outputs], SafetyConfig.from_config().limiter())
 
 
 def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):

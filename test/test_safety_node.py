@@ -116,3 +116,39 @@ def test_dry_run_heartbeat_and_a_restarted_node_relatches_the_last_trip():
         assert graph.wait_for(lambda: rig.node.limiter.estopped, 5.0), "a restarted node must re-latch the last trip"
     finally:
         rig.close()
+
+
+def test_two_robots_in_two_namespaces_never_cross_talk():
+    """One ROS domain, two safety nodes under /robot1 and /robot2 with the same config (its /**/safety_node
+    keys apply under any namespace): each is commanded and e-stopped on its own."""
+    from std_srvs.srv import Trigger
+    from trajectory_msgs.msg import JointTrajectory
+
+    from twinbrain_ros.nodes.safety_params import PARAMS
+    r1, r2 = bench.Rig(namespace="robot1"), bench.Rig(namespace="robot2")
+    try:
+        limits = {p.name: r1.node.p[p.name] for p in PARAMS}
+        assert limits["position_margin"][0] == 0.01 and limits["workspace_max"] == [0.8, 0.8, 1.2]   # the YAML's
+        stray = r1.graph.record(JointTrajectory, "/arm_controller/joint_trajectory")   # the un-namespaced topic
+        s1 = bench.CommandStream(r1.graph, namespace="robot1").start()
+        assert r1.graph.wait_for(lambda: r1.outputs.count() > 50, 5.0)
+        assert r2.outputs.count() == 0, "robot2 moved on robot1's commands"
+        r2.graph.call(Trigger, "/robot2/safety_node/estop")
+        assert r2.node.limiter.estopped and not r1.node.limiter.estopped
+        n = r1.outputs.count()
+        assert r1.graph.wait_for(lambda: r1.outputs.count() > n + 20, 5.0), "robot1 stopped on robot2's e-stop"
+        s1.stop()
+        assert stray.count() == 0
+        # the CLI reaches a namespaced robot: `twinbrain-ros --namespace robot2 release`, then robot1's e-stop
+        import os
+        import subprocess
+        import sys
+        cli = [sys.executable, "-m", "twinbrain_ros.cli"]
+        run = lambda *a: subprocess.run(cli + list(a), env=dict(os.environ), capture_output=True, text=True,  # noqa: E731
+                                        timeout=60)
+        assert run("--namespace", "robot2", "release").returncode == 0 and not r2.node.limiter.estopped
+        assert run("--namespace", "robot1", "estop").returncode == 0
+        assert r1.graph.wait_for(lambda: r1.node.limiter.estopped, 5.0) and not r2.node.limiter.estopped
+    finally:
+        r1.close()
+        r2.close()

@@ -17,16 +17,16 @@ from twinbrain_ros import graph as graph_spec
 NODES = ["sim_arm_node", "policy_node", "safety_node"]
 
 
-def _start(module, params_file, *extra):
-    return subprocess.Popen([sys.executable, "-m", f"twinbrain_ros.nodes.{module}", "--ros-args", "--params-file",
-                             str(params_file), *extra], env=dict(os.environ), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def _start(module, robot_file, *extra):
+    files = [a for path in graph_spec.param_files(robot_file) for a in ("--params-file", str(path))]
+    return subprocess.Popen([sys.executable, "-m", f"twinbrain_ros.nodes.{module}", "--ros-args", *files, *extra],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
-    config = yaml.safe_load(graph_spec.default_config().read_text())
-    config["sim_arm"]["ros__parameters"].update(image_width=64, image_height=64)
+    config = graph_spec.load_config()
+    graph_spec.section_params(config, "sim_arm").update(image_width=64, image_height=64)
     cfg = tmp_path / "arm.yaml"
     cfg.write_text(yaml.safe_dump(config))
     graph = RosGraph()
@@ -55,8 +55,8 @@ def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
 
 
 def test_a_start_up_error_is_one_clear_line_and_exit_code_2(tmp_path):
-    config = yaml.safe_load(graph_spec.default_config().read_text())
-    config["policy_node"]["ros__parameters"]["camera_names"] = ["front"]    # two camera_topics
+    config = graph_spec.load_config()
+    graph_spec.section_params(config, "policy_node")["camera_names"] = ["front"]    # two camera_topics
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = _start("policy_node", cfg)

@@ -86,11 +86,10 @@ def test_scripted_expert_solves_each_task(sim, task):
 def test_safety_limits_of_the_config_leave_the_demonstrations_untouched(sim):
     """What the scripted expert demonstrates must pass the safety node unclamped: a margin that cuts into
     it (0.01 on a gripper whose closed position is 0.0) hands the policy states it never saw in training."""
-    import yaml
 
     from twinbrain_ros.nodes.safety_params import SafetyConfig
 
-    limiter = SafetyConfig.from_yaml(yaml.safe_load(open("config/arm.yaml"))).limiter()
+    limiter = SafetyConfig.from_config().limiter()
     for task in TASKS:
         for seed in (1, 2):
             sim.reset(seed, task)

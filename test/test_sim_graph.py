@@ -16,8 +16,8 @@ from twinbrain_ros.cli import running_graph
 
 
 def test_graph_drives_the_sim_through_safety_and_estop_freezes_it(tmp_path):
-    config = yaml.safe_load(graph_spec.default_config().read_text())
-    config["sim_arm"]["ros__parameters"].update(image_width=64, image_height=64, task="pick")
+    config = graph_spec.load_config()
+    graph_spec.section_params(config, "sim_arm").update(image_width=64, image_height=64, task="pick")
     cfg = tmp_path / "sim.yaml"
     cfg.write_text(yaml.safe_dump(config))
     graph = RosGraph()

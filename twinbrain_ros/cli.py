@@ -1,9 +1,9 @@
 """`twinbrain-ros`: the pip-only way to run the graph (launch/launch_ros are not on PyPI).
 
-    twinbrain-ros up [--config config/arm.yaml] [--checkpoint DIR] [--device cuda] [--namespace ns] [--use-sim]
+    twinbrain-ros up [--config my_robot.yaml] [--checkpoint DIR] [--device cuda] [--namespace ns] [--use-sim]
                      [--duration SECONDS]
-    twinbrain-ros instruct "pick up the red cube"
-    twinbrain-ros estop | release
+    twinbrain-ros [--namespace robot1] instruct "pick up the red cube"
+    twinbrain-ros [--namespace robot1] estop | release
     twinbrain-ros record start | stop | discard     (with `up --record`)
 
 `up` starts exactly the processes arm.launch.py starts (twinbrain_ros.graph), with the same YAML.
@@ -27,7 +27,9 @@ from . import graph
 
 
 def _ros_args(spec: graph.NodeSpec, args, overrides_dir: Path) -> list[str]:
-    out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(args.config)]
+    out = ["--ros-args", "-r", f"__node:={spec.name}"]
+    for path in graph.param_files(args.config):   # the package defaults, then the robot file on top
+        out += ["--params-file", str(path)]
     if args.namespace:
         out += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
     overrides = graph.overrides(spec, args.checkpoint, args.device, args.use_sim)
@@ -118,7 +120,7 @@ def _empty_process_group(pgid: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _one_shot(action: str, text: str = "", service: str = "") -> int:
+def _one_shot(action: str, text: str = "", service: str = "", namespace: str = "") -> int:
     import rclpy
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
@@ -129,7 +131,7 @@ def _one_shot(action: str, text: str = "", service: str = "") -> int:
     node = rclpy.create_node("twinbrain_cli")
     try:
         if action == "instruct":
-            pub = node.create_publisher(String, "/instruction", LATCHED)
+            pub = node.create_publisher(String, f"{namespace}/instruction", LATCHED)
             pub.publish(String(data=text))
             end = time.monotonic() + 2.0   # transient_local: stay a moment so the policy node gets it
             while time.monotonic() < end:
@@ -140,8 +142,8 @@ def _one_shot(action: str, text: str = "", service: str = "") -> int:
             # The topic as well as the service: reliable + transient_local, so the trip reaches the safety
             # node even if the service is slow to answer (the node latches on either, idempotently).
             from std_msgs.msg import Bool
-            node.create_publisher(Bool, "/safety_node/estop", LATCHED).publish(Bool(data=True))
-        service = service or f"/safety_node/{action}"
+            node.create_publisher(Bool, f"{namespace}/safety_node/estop", LATCHED).publish(Bool(data=True))
+        service = namespace + (service or f"/safety_node/{action}")
         client = node.create_client(Trigger, service)
         if not client.wait_for_service(timeout_sec=5.0):
             print(f"{service} is not available", file=sys.stderr)
@@ -156,7 +158,7 @@ def _one_shot(action: str, text: str = "", service: str = "") -> int:
         rclpy.try_shutdown()
 
 
-def _ask(question: str, cameras: list[str], max_new_tokens: int, timeout: float) -> int:
+def _ask(question: str, cameras: list[str], max_new_tokens: int, timeout: float, namespace: str = "") -> int:
     """Call policy_node's ~/ask and print the Left brain's answer."""
     import rclpy
 
@@ -165,9 +167,9 @@ def _ask(question: str, cameras: list[str], max_new_tokens: int, timeout: float)
     rclpy.init()
     node = rclpy.create_node("twinbrain_cli")
     try:
-        client = node.create_client(Ask, "/policy_node/ask")
+        client = node.create_client(Ask, f"{namespace}/policy_node/ask")
         if not client.wait_for_service(timeout_sec=5.0):
-            print("/policy_node/ask is not available", file=sys.stderr)
+            print(f"{namespace}/policy_node/ask is not available", file=sys.stderr)
             return 1
         future = client.call_async(Ask.Request(question=question, cameras=cameras, max_new_tokens=max_new_tokens))
         rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
@@ -185,9 +187,13 @@ def _ask(question: str, cameras: list[str], max_new_tokens: int, timeout: float)
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="twinbrain-ros", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--namespace", "-n", default="", dest="ns",
+                        help="the robot's namespace (as `up --namespace` / launch namespace:=) for instruct, "
+                             "estop, release, record, ask")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the node graph (same nodes and YAML as arm.launch.py)")
-    p_up.add_argument("--config", default=str(graph.default_config()))
+    p_up.add_argument("--config", default=str(graph.default_config()),
+                      help="robot parameter file, layered over the package defaults (config/defaults.yaml)")
     p_up.add_argument("--checkpoint", default="")
     p_up.add_argument("--device", default="")
     p_up.add_argument("--namespace", default="")
@@ -206,13 +212,14 @@ def main(argv=None) -> None:
     p_ask.add_argument("--max-new-tokens", type=int, default=0)
     p_ask.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    ns = f"/{args.ns.strip('/')}" if args.ns.strip("/") else ""
     if args.command == "ask":
-        sys.exit(_ask(args.question, args.camera, args.max_new_tokens, args.timeout))
+        sys.exit(_ask(args.question, args.camera, args.max_new_tokens, args.timeout, ns))
     if args.command == "up":
         sys.exit(up(args))
     if args.command == "record":
-        sys.exit(_one_shot(args.action, service=f"/recorder_node/{args.action}"))
-    sys.exit(_one_shot(args.command, getattr(args, "text", "")))
+        sys.exit(_one_shot(args.action, service=f"/recorder_node/{args.action}", namespace=ns))
+    sys.exit(_one_shot(args.command, getattr(args, "text", ""), namespace=ns))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The node graph, described once: arm.launch.py and the pip-only runner (`twinbrain-ros up`) both
-build their processes from ``nodes()`` and the same YAML, so they start exactly the same thing."""
+build their processes from ``nodes()`` and the same layered parameter files (``param_files``), so they
+start exactly the same thing."""
 
 from __future__ import annotations
 
@@ -30,16 +31,60 @@ def nodes(use_sim: bool, record: bool = False) -> list[NodeSpec]:
     return [n for n in NODES if (use_sim or not n.sim_only) and (record or not n.record_only)]
 
 
-def default_config() -> Path:
-    """config/arm.yaml from the source tree, else from the installed share directory."""
-    source = Path(__file__).resolve().parent.parent / "config" / "arm.yaml"
-    if source.is_file():
+def config_dir() -> Path:
+    """config/ of the source tree, else the installed share directory."""
+    source = Path(__file__).resolve().parent.parent / "config"
+    if (source / "defaults.yaml").is_file():
         return source
     try:
         from ament_index_python.packages import get_package_share_directory
-        return Path(get_package_share_directory(PACKAGE)) / "config" / "arm.yaml"
+        return Path(get_package_share_directory(PACKAGE)) / "config"
     except Exception:   # noqa: BLE001 - ament index absent outside a ROS install
         return source
+
+
+def defaults_config() -> Path:
+    """The package's defaults (node behaviour, topic names): always the first layer."""
+    return config_dir() / "defaults.yaml"
+
+
+def default_config() -> Path:
+    """The default robot file: the simulated arm. ``config:=`` / ``--config`` replaces it."""
+    return config_dir() / "arm.yaml"
+
+
+def param_files(robot: str | Path | None = None) -> list[Path]:
+    """The parameter files every node gets, in order (later ones win): defaults, then the robot file."""
+    return [defaults_config(), Path(robot).expanduser() if robot else default_config()]
+
+
+def _key(section: str) -> str:
+    """YAML section keys as the nodes match them: ``/**`` or ``/**/<node>`` (any namespace)."""
+    name = section.split("/")[-1]
+    return "/**" if name in ("**", "") else f"/**/{name}"
+
+
+def load_config(robot: str | Path | None = None) -> dict:
+    """The layered configuration as one dict (sections ``/**`` and ``/**/<node>``), for tools and tests
+    that need what the nodes get without running them; ``yaml.safe_dump`` of it is a valid robot file."""
+    import yaml
+
+    merged: dict = {}
+    for path in param_files(robot):
+        for section, body in (yaml.safe_load(Path(path).read_text()) or {}).items():
+            section_params(merged, section).update((body or {}).get("ros__parameters", {}))
+    return merged
+
+
+def section_params(config: dict, node: str) -> dict:
+    """The ``ros__parameters`` of one section (``"/**"`` or a node name), created if missing."""
+    return config.setdefault(_key(node), {}).setdefault("ros__parameters", {})
+
+
+def node_params(config: dict, node: str) -> dict:
+    """What a node of that name reads from ``config``: the shared section, then its own."""
+    return {**config.get("/**", {}).get("ros__parameters", {}),
+            **config.get(_key(node), {}).get("ros__parameters", {})}
 
 
 def overrides(spec: NodeSpec, checkpoint: str = "", device: str = "", use_sim: bool = False) -> dict:

@@ -25,7 +25,7 @@ import yaml
 from ..cli import running_graph
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..data.record_sim import record
-from ..graph import default_config
+from ..graph import load_config, section_params
 from ..sim.arm_sim import ArmSim
 from ..sim.expert import run_episode
 from ..train.trainer import TrainConfig, Trainer
@@ -76,9 +76,9 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
 
     from ..nodes.qos import LATCHED
 
-    config = yaml.safe_load(default_config().read_text())
+    config = load_config()
     # the sim's own first episode (seed - 1) only runs while the graph starts; every evaluated one is reset
-    config["sim_arm"]["ros__parameters"].update(task=task, seed=seeds[0] - 1)
+    section_params(config, "sim_arm").update(task=task, seed=seeds[0] - 1)
     cfg_path = workdir / f"eval-{Path(checkpoint).name}.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"eval-{Path(checkpoint).name}.log"

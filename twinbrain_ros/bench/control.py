@@ -23,7 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from ..graph import default_config
+from ..graph import param_files
 from ..nodes.policy_node import PolicyNode
 from ..nodes.qos import LATCHED
 from .stats import emit, percentiles_ms
@@ -32,7 +32,7 @@ from .synthetic import SyntheticSensors
 
 def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_dir: str) -> dict:
     context = rclpy.Context()
-    rclpy.init(context=context, args=["--ros-args", "--params-file", str(default_config())])
+    rclpy.init(context=context, args=["--ros-args", *[a for p in param_files() for a in ("--params-file", str(p))]])
     node = PolicyNode(context=context, parameter_overrides=[
         Parameter("control_rate_hz", value=float(rate_hz)), Parameter("tiny_base_dir", value=tiny_base_dir)])
     io = rclpy.create_node("bench_io", context=context)

@@ -7,7 +7,7 @@ split into horizontal and vertical error, plus how the gripper's x/y at that mom
 the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the image).
 
 ``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
-the policy_node's chunk check and executor (clamp / slow-down and blend settings from config/arm.yaml)
+the policy_node's chunk check and executor (clamp / slow-down and blend settings from the layered config)
 at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk,
 and every setpoint through the safety limiter built from the same config. It separates what the model does from what the graph
 (transport, timing under load, processes) does to it.
@@ -16,9 +16,8 @@ and every setpoint through the safety limiter built from the same config. It sep
 from __future__ import annotations
 
 import numpy as np
-import yaml
 
-from ..graph import default_config
+from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
 from ..nodes.params import joint_limits
 from ..nodes.safety_params import SafetyConfig
@@ -57,12 +56,12 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
                        latency: float, config: dict) -> dict:
     """policy_node's executor + safety_node's limiter in sim time; a chunk applies ``latency`` s after its
     observation, and the next observation is taken then (one inference at a time, as in the node)."""
-    shared, node = config["/**"]["ros__parameters"], config["policy_node"]["ros__parameters"]
+    shared, node = node_params(config, "safety_node"), node_params(config, "policy_node")
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     target = sim.reset(seed, task)
     executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
     checker = ChunkAdmission(joint_limits(shared), node["out_of_range_chunks"], node["overspeed_chunks"])
-    limiter = SafetyConfig.from_yaml(config).limiter()
+    limiter = SafetyConfig.from_config(config).limiter()
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, t, pending = ClosestApproach(sim), np.random.default_rng(seed), 0.0, None
     while t < seconds:
@@ -95,7 +94,7 @@ def main(argv=None) -> None:
     sim = ArmSim(image_size=(224, 224))
     seeds = range(args.first_seed, args.first_seed + args.episodes)
     if args.graph_latency > 0:
-        config = yaml.safe_load(default_config().read_text())
+        config = load_config()
         runs = [rollout_like_graph(policy, sim, s, args.task, args.seconds, args.graph_latency, config) for s in seeds]
     else:
         runs = [rollout(policy, sim, s, args.task, args.seconds, args.execute) for s in seeds]

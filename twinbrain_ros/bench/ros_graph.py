@@ -11,7 +11,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from ..graph import default_config
+from ..graph import default_config, param_files
 from ..nodes.qos import LATCHED
 from .synthetic import SyntheticSensors
 
@@ -41,9 +41,12 @@ class RosGraph:
     """Own rclpy context; each node added spins on an executor thread of its own, as if it were its own
     process (one node's slow callbacks never delay another's); ``feed`` publishes sensors like a robot."""
 
-    def __init__(self, params_file=CONFIG):
+    def __init__(self, robot_file=CONFIG):
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, args=["--ros-args", "--params-file", str(params_file)])
+        args = ["--ros-args"]
+        for path in param_files(robot_file):
+            args += ["--params-file", str(path)]
+        rclpy.init(context=self.context, args=args)
         self.executors, self._spins = [], []
         # The test's own node spins alone on one thread, so recorded messages keep their wire order.
         self.io = Node("test_io", context=self.context)

@@ -1,4 +1,4 @@
-"""`twinbrain-bench safety`: the safety node as a safety reviewer tries it — real rclpy, config/arm.yaml,
+"""`twinbrain-bench safety`: the safety node as a safety reviewer tries it — real rclpy, the layered config,
 an arm behind a JTC-like follower (bench/fake_arm.py) that can be perfect, lagging, blocked or glitchy,
 feedback faults, release races, a fresh publisher's one-shot trip, a command flood, SIGKILL, and the
 end-effector path. Per scenario: commands sent, outputs, violations of the position / velocity /
@@ -16,7 +16,6 @@ import threading
 import time
 
 import numpy as np
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.parameter import Parameter
@@ -29,13 +28,14 @@ from ..nodes.qos import LATCHED
 from ..nodes.safety_node import SafetyNode
 from ..nodes.safety_params import SafetyConfig
 from .fake_arm import FakeArm
+from ..graph import param_files
 from .ros_graph import CONFIG, RosGraph
 from .stats import emit
 
-CFG = SafetyConfig.from_yaml(yaml.safe_load(CONFIG.read_text()))
+CFG = SafetyConfig.from_config()
 LIMITS = CFG.limiter()
 JOINTS, DT = LIMITS.names, CFG.period
-CONTROLLER = "/arm_controller/joint_trajectory"
+CONTROLLER = "/arm_controller/joint_trajectory"   # the defaults' relative names, in the root namespace
 
 
 def violations(rows, lim=LIMITS, dt=DT) -> dict:
@@ -60,7 +60,9 @@ def sweep(t: float, scale: float = 0.7) -> np.ndarray:
 class CommandStream:
     """A policy-like publisher on its own thread: ``command(t)`` at ``rate`` Hz until stopped."""
 
-    def __init__(self, graph: RosGraph, command=sweep, rate: float = 100.0, topic="/twinbrain/joint_command"):
+    def __init__(self, graph: RosGraph, command=sweep, rate: float = 100.0, topic="/twinbrain/joint_command",
+                 namespace: str = ""):
+        topic = f"/{namespace}{topic}" if namespace else topic
         self.pub = graph.io.create_publisher(JointTrajectory, topic, 10)
         self.command, self.rate, self.sent = command, rate, 0
         self.running, self.t0 = threading.Event(), None
@@ -87,29 +89,33 @@ class CommandStream:
 class Rig:
     """A safety node (in process, or a subprocess for SIGKILL) with a FakeArm on the controller topic."""
 
-    def __init__(self, overrides: dict | None = None, lag: float = 0.0, subprocess_node: bool = False):
+    def __init__(self, overrides: dict | None = None, lag: float = 0.0, subprocess_node: bool = False,
+                 namespace: str = ""):
         self.graph = RosGraph()
+        self.ns = f"/{namespace}" if namespace else ""
         self.arm = FakeArm(JOINTS, lag=lag)
-        self.outputs = self.graph.record(JointTrajectory, CONTROLLER)
-        self.graph.start_feed(cameras=(), joint_hz=200.0, arm=self.arm)
+        self.outputs = self.graph.record(JointTrajectory, self.ns + CONTROLLER)
+        self.graph.start_feed(cameras=(), joint_hz=200.0, arm=self.arm, namespace=namespace)
         self.proc = self.node = None
         if subprocess_node:
-            self.proc = subprocess.Popen([sys.executable, "-m", "twinbrain_ros.nodes.safety_node", "--ros-args",
-                                          "--params-file", str(CONFIG)], env=dict(os.environ),
+            files = [a for path in param_files() for a in ("--params-file", str(path))]
+            self.proc = subprocess.Popen([sys.executable, "-m", "twinbrain_ros.nodes.safety_node", "--ros-args", *files],
+                                         env=dict(os.environ),
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
-            self.node = self.graph.add(SafetyNode(context=self.graph.context, parameter_overrides=params))
+            self.node = self.graph.add(SafetyNode(context=self.graph.context, parameter_overrides=params,
+                                                  namespace=namespace))
             if not self.graph.wait_for(lambda: self.node.limiter.initialized, 10.0):
                 raise RuntimeError("safety node did not start from the fake arm's joint states")
         for name in ("/safety_node/release", "/safety_node/estop"):
-            self.graph.client(Trigger, name)
+            self.graph.client(Trigger, self.ns + name)
 
     def positions(self, since: int = 0) -> np.ndarray:
         return np.array([m.points[0].positions for m in self.outputs.messages[since:]])
 
     def release(self) -> tuple[bool, str]:
-        r = self.graph.call(Trigger, "/safety_node/release")
+        r = self.graph.call(Trigger, self.ns + "/safety_node/release")
         return r.success, r.message
 
     def result(self, stream: CommandStream | None, **extra) -> dict:

@@ -22,14 +22,14 @@ DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_
 
 class SyntheticSensors:
     def __init__(self, node: Node, cameras=("front", "wrist"), size=(48, 64), camera_hz=30.0, joint_hz=100.0,
-                 joint_names=DEFAULT_JOINTS, seed: int = 0, arm=None,
-                 controller_topic: str = "/arm_controller/joint_trajectory"):
+                 joint_names=DEFAULT_JOINTS, seed: int = 0, arm=None, namespace: str = ""):
+        ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.node, self.size, self.camera_hz, self.joint_hz = node, size, camera_hz, joint_hz
         self.joint_names = list(joint_names)
         self.joint_positions = np.zeros(len(joint_names))
-        self.cam_pubs = {c: node.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data)
+        self.cam_pubs = {c: node.create_publisher(Image, f"{ns}/camera/{c}/image_raw", qos_profile_sensor_data)
                          for c in cameras}
-        self.js_pub = node.create_publisher(JointState, "/joint_states", qos_profile_sensor_data)
+        self.js_pub = node.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
         frame = array.array("B", np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8).tobytes())
         # Built once from an array.array (bytes are checked element by element: ~9 ms per 640x480 frame);
         # only the stamp changes per frame.
@@ -40,7 +40,7 @@ class SyntheticSensors:
         self.stamp_delay = 0.0
         self.arm = arm
         if arm is not None:
-            node.create_subscription(JointTrajectory, controller_topic, self._on_trajectory, 10)
+            node.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory", self._on_trajectory, 10)
         self.running = threading.Event()
         self.thread = None
 

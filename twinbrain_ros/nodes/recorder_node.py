@@ -12,6 +12,7 @@ with ERROR and leaves every finalized episode intact.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import numpy as np
@@ -33,10 +34,10 @@ from .sensor_inputs import SensorInputs
 
 PARAMS = [p for p in ROBOT if p.name == "joint_names"] + [
     Param("camera_names", ["front", "wrist"], "Cameras to record, in order.", non_empty),
-    Param("camera_topics", ["/camera/front/image_raw", "/camera/wrist/image_raw"], "One topic per camera.", non_empty),
-    Param("joint_states_topic", "/joint_states", "Measured joint states (observation.state)."),
-    Param("instruction_topic", "/instruction", "The episode's task (latched String)."),
-    Param("command_topic", "/leader/joint_states", "The teleoperator's command (action)."),
+    Param("camera_topics", ["camera/front/image_raw", "camera/wrist/image_raw"], "One topic per camera.", non_empty),
+    Param("joint_states_topic", "joint_states", "Measured joint states (observation.state)."),
+    Param("instruction_topic", "instruction", "The episode's task (latched String)."),
+    Param("command_topic", "leader/joint_states", "The teleoperator's command (action)."),
     Param("command_type", "joint_state", "joint_state (leader arm) or joint_trajectory.",
           one_of("joint_state", "joint_trajectory")),
     Param("dataset_dir", "datasets/teleop", "LeRobot v3.0 dataset folder (created or appended to)."),
@@ -60,7 +61,9 @@ class RecorderNode(Node):
         self.sync = ObservationSynchronizer(p["camera_names"], names, p["sync_slop"], p["max_observation_age"], 0.1)
         size = (p["image_height"], p["image_width"])
         self.schema = Schema(p["fps"], {c: size for c in p["camera_names"]}, names, names)
-        self.writer = LeRobotV3Writer(p["dataset_dir"], self.schema, p["robot_type"], p["codec"])
+        dataset_dir = Path(p["dataset_dir"]).expanduser().resolve()   # never relative to wherever launch ran
+        self.get_logger().info(f"recording into {dataset_dir}")
+        self.writer = LeRobotV3Writer(dataset_dir, self.schema, p["robot_type"], p["codec"])
         self.lock = threading.Lock()           # synchronizer + latest command (sensor callbacks)
         self.episode_lock = threading.Lock()   # writer, recording state, counters: video encoding and file I/O
         #                                        happen under this one only, so sensor callbacks never wait on them

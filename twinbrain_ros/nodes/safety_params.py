@@ -1,5 +1,5 @@
 """safety_node's parameters and the runtime objects built from them — one place, used by the node,
-the benchmarks and the tests (``SafetyConfig.from_yaml`` reads config/arm.yaml the way the node gets it)."""
+the benchmarks and the tests (``SafetyConfig.from_config`` reads the layered YAML the way the node gets it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from ..runtime.joint_limits import JointSpace
 from ..runtime.feedback import FeedbackLimits, FeedbackMonitor, Heartbeat
 from ..runtime.pose_limiter import PoseLimiter, WorkspaceBox
 from ..runtime.safety import SafetyLimiter
-from .params import ROBOT, Param, ParameterError, all_non_negative, joint_limits, non_negative, one_of, positive
+from .params import (REQUIRED, REQUIRED_FLOATS, ROBOT, Param, ParameterError, all_non_negative, joint_limits, non_negative, one_of,
+                     positive, resolve)
 
 
 def _fraction(value) -> str | None:
@@ -19,21 +20,21 @@ def _fraction(value) -> str | None:
 PARAMS = ROBOT + [
     Param("output_mode", "joint", "joint: JointTrajectory to the controller; end_effector: PoseStamped targets "
           "(MoveIt Servo) from pose_topic, limited in Cartesian space.", one_of("joint", "end_effector")),
-    Param("command_topic", "/twinbrain/joint_command", "Joint setpoints to check (JointTrajectory)."),
-    Param("controller_topic", "/arm_controller/joint_trajectory", "The controller's JointTrajectory input."),
-    Param("joint_states_topic", "/joint_states", "Measured joint states (start, feedback checks)."),
-    Param("pose_topic", "/twinbrain/pose_command", "End-effector targets to check (PoseStamped)."),
-    Param("pose_output_topic", "/servo_node/pose_target_cmds", "Where limited end-effector poses go."),
-    Param("ee_pose_topic", "/twinbrain/ee_pose", "Measured end-effector pose (PoseStamped): the pose output "
+    Param("command_topic", "twinbrain/joint_command", "Joint setpoints to check (JointTrajectory)."),
+    Param("controller_topic", "arm_controller/joint_trajectory", "The controller's JointTrajectory input."),
+    Param("joint_states_topic", "joint_states", "Measured joint states (start, feedback checks)."),
+    Param("pose_topic", "twinbrain/pose_command", "End-effector targets to check (PoseStamped)."),
+    Param("pose_output_topic", "servo_node/pose_target_cmds", "Where limited end-effector poses go."),
+    Param("ee_pose_topic", "twinbrain/ee_pose", "Measured end-effector pose (PoseStamped): the pose output "
           "starts and restarts from it, never from a command."),
     Param("base_frame", "base_link", "frame_id of the limited end-effector poses."),
-    Param("workspace_min", [-1.0, -1.0, 0.0], "End-effector workspace box lower corner (x, y, z)."),
-    Param("workspace_max", [1.0, 1.0, 1.5], "End-effector workspace box upper corner (x, y, z)."),
-    Param("max_ee_velocity", 0.25, "End-effector linear speed limit (m/s, Euclidean).", positive),
-    Param("max_ee_acceleration", 1.0, "End-effector linear acceleration limit (m/s², Euclidean).", positive),
-    Param("max_ee_angular_velocity", 1.0, "End-effector orientation rate limit (rad/s).", positive),
+    Param("workspace_min", REQUIRED_FLOATS, "End-effector workspace box lower corner (x, y, z)."),
+    Param("workspace_max", REQUIRED_FLOATS, "End-effector workspace box upper corner (x, y, z)."),
+    Param("max_ee_velocity", REQUIRED, "End-effector linear speed limit (m/s, Euclidean).", positive),
+    Param("max_ee_acceleration", REQUIRED, "End-effector linear acceleration limit (m/s², Euclidean).", positive),
+    Param("max_ee_angular_velocity", REQUIRED, "End-effector orientation rate limit (rad/s).", positive),
     Param("max_ee_step", 0.0, "Largest end-effector position change per tick (m); 0 disables it.", non_negative),
-    Param("position_margin", [0.02] * 6 + [0.0], "Soft margin inside each joint's position limits, one per "
+    Param("position_margin", REQUIRED_FLOATS, "Soft margin inside each joint's position limits, one per "
           "joint in its own units (rad; m for a prismatic gripper, where it must not block a full close).",
           all_non_negative),
     Param("max_step", 0.0, "Largest position change per tick; 0 disables it.", non_negative),
@@ -41,16 +42,16 @@ PARAMS = ROBOT + [
           "effector): a first trial on a real arm at 0.1.", _fraction),
     Param("dry_run", False, "Publish the limited commands on ~/dry_run/* instead of the controller topic (the "
           "arm does not move; the tracking check is off and releases resume from the held output)."),
-    Param("command_timeout", 0.3, "Watchdog: decelerate to a hold after this long without a valid command.",
+    Param("command_timeout", REQUIRED, "Watchdog: decelerate to a hold after this long without a valid command.",
           positive),
-    Param("max_tracking_error", 0.5, "A measured joint further than this from the output (blocked, lagging, "
+    Param("max_tracking_error", REQUIRED, "A measured joint further than this from the output (blocked, lagging, "
           "pushed) latches a tracking_error fault and holds; 0 disables.", non_negative),
-    Param("joint_state_timeout", 0.25, "No valid joint state for this long latches joint_state_stall (s).", positive),
-    Param("max_joint_state_age", 0.25, "A joint state older than this on arrival (header stamp) latches "
+    Param("joint_state_timeout", REQUIRED, "No valid joint state for this long latches joint_state_stall (s).", positive),
+    Param("max_joint_state_age", REQUIRED, "A joint state older than this on arrival (header stamp) latches "
           "joint_state_stale (s).", positive),
     Param("max_joint_state_future", 0.05, "A joint state stamped further in the future latches joint_state_future: "
           "clock skew between hosts (s).", positive),
-    Param("joint_state_velocity_factor", 3.0, "Implied speed between consecutive joint states above this multiple "
+    Param("joint_state_velocity_factor", REQUIRED, "Implied speed between consecutive joint states above this multiple "
           "of max_velocity latches joint_state_jump (an encoder glitch).", positive),
     Param("joint_state_noise", 0.001, "Per-sample jitter of the joint states always allowed (rad / m).", non_negative),
     Param("joint_state_ignore", "", "Comma-separated joint names in joint_states that are not controlled "
@@ -85,12 +86,11 @@ class SafetyConfig:
             raise ParameterError(f"{node_name}: {exc}") from None
 
     @classmethod
-    def from_yaml(cls, config: dict, **overrides) -> "SafetyConfig":
-        """From a parameters file loaded as a dict (``/**`` then ``safety_node`` over the code defaults)."""
-        values = {spec.name: spec.default for spec in PARAMS}
-        for section in ("/**", "safety_node"):
-            values.update(config.get(section, {}).get("ros__parameters", {}))
-        values.update(overrides)
+    def from_config(cls, config: dict | None = None, **overrides) -> "SafetyConfig":
+        """What the node builds from the layered configuration (``graph.load_config()``, the default)."""
+        from ..graph import load_config, node_params
+
+        values = resolve(PARAMS, {**node_params(config or load_config(), "safety_node"), **overrides}, "safety_node")
         return cls(values)
 
     def limiter(self) -> SafetyLimiter:

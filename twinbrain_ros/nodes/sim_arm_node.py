@@ -33,19 +33,19 @@ from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 PARAMS = [
     Param("camera_names", ["front", "wrist"], "MJCF cameras to publish.", non_empty),
-    Param("camera_topics", ["/camera/front/image_raw", "/camera/wrist/image_raw"], "One topic per camera.", non_empty),
+    Param("camera_topics", ["camera/front/image_raw", "camera/wrist/image_raw"], "One topic per camera.", non_empty),
     Param("image_width", 224, "Rendered image width (px).", positive),
     Param("image_height", 224, "Rendered image height (px).", positive),
     Param("camera_rate_hz", 30.0, "Camera frame rate.", positive),
     Param("joint_state_rate_hz", 200.0, "joint_states rate (also the physics/control update rate).", positive),
-    Param("controller_topic", "/arm_controller/joint_trajectory", "JointTrajectory input (JTC semantics)."),
-    Param("joint_states_topic", "/joint_states", "Measured joint states output."),
-    Param("instruction_topic", "/instruction", "Where each episode's instruction is published (latched)."),
+    Param("controller_topic", "arm_controller/joint_trajectory", "JointTrajectory input (JTC semantics)."),
+    Param("joint_states_topic", "joint_states", "Measured joint states output."),
+    Param("instruction_topic", "instruction", "Where each episode's instruction is published (latched)."),
     Param("publish_instruction", True, "Publish the task instruction at every reset."),
     Param("task", "random", "pick, push, touch or random (drawn from the seed).", one_of("random", *TASKS)),
     Param("seed", 0, "Seed of the first episode; episode k uses seed + k."),
     Param("expert", False, "The scripted expert drives the arm (teleop stand-in for recording)."),
-    Param("leader_topic", "/leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
+    Param("leader_topic", "leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
 ]
 
 
