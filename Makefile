@@ -13,10 +13,10 @@ export PYTHONUNBUFFERED := 1
 venv: $(STAMP)
 
 # setup.py also generates msg/ + srv/ with rosidl (cmake), hence the interface files as prerequisites.
-$(STAMP): requirements.txt setup.py CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv)
+$(STAMP): requirements.txt requirements-ros.txt setup.py CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-ros.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -23,7 +23,7 @@ def _nodes(context):
     namespace = LaunchConfiguration("namespace").perform(context)
     return [
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
-             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim)],
+             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim, record)],
              output="screen",
              emulate_tty=True)
         for spec in graph.nodes(use_sim, record)

@@ -42,3 +42,37 @@ def test_records_expert_episodes_into_a_loadable_dataset(tmp_path):
     data = ds.episode_data(ds.episodes[0])
     assert (data["timestamp"][1:] > data["timestamp"][:-1]).all()    # real, increasing sample stamps
     assert ds.episode_frames(ds.episodes[0], "observation.images.wrist").shape == (n, 64, 64, 3)
+
+
+def test_record_in_sim_as_users_run_it(tmp_path):
+    """`twinbrain-ros up --use-sim --record` (launch: use_sim:=true record:=true): the scripted expert plays
+    the leader arm, `twinbrain-ros record start / stop` saves an episode. Before, sim_arm was not in
+    expert mode, the leader topic stayed silent and stop answered "episode has no frames"."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from twinbrain_ros import graph as graph_spec
+    from twinbrain_ros.cli import running_graph
+
+    config = graph_spec.load_config()
+    graph_spec.section_params(config, "sim_arm").update(image_width=64, image_height=64, task="touch")
+    graph_spec.section_params(config, "recorder_node").update(dataset_dir=str(tmp_path / "ds"), image_width=64,
+                                                              image_height=64)
+    cfg = tmp_path / "rec.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "twinbrain_ros.cli", *a], env=dict(os.environ),  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    log = tmp_path / "graph.log"
+    with running_graph(log, use_sim=True, config=cfg, record=True):
+        end = time.monotonic() + 120
+        while time.monotonic() < end and cli("record", "start").returncode != 0:
+            time.sleep(1.0)   # the recorder answers once it has instruction, frames and the leader arm
+        time.sleep(2.5)
+        stopped = cli("record", "stop")
+        assert stopped.returncode == 0 and "saved" in stopped.stdout, stopped.stdout + log.read_text()[-3000:]
+    assert "policy_node" not in log.read_text()          # teleop: nothing else commands the arm
+    ds = LeRobotV3Dataset(tmp_path / "ds")
+    assert ds.info["total_episodes"] == 1 and ds.episodes[0]["length"] >= 10

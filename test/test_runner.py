@@ -26,8 +26,9 @@ def test_checkpoint_and_device_override_the_yaml(tmp_path):
     finally:
         rclpy.try_shutdown(context=context)
     assert [n.name for n in graph.nodes(use_sim=False)] == ["policy_node", "safety_node"]
-    assert [n.name for n in graph.nodes(use_sim=True, record=True)] == ["sim_arm", "policy_node", "safety_node",
-                                                                          "recorder_node"]
+    # teleop recording: the operator (in sim, the scripted expert) drives the arm, no policy
+    assert [n.name for n in graph.nodes(use_sim=True, record=True)] == ["sim_arm", "safety_node", "recorder_node"]
+    assert graph.overrides(next(n for n in graph.NODES if n.name == "sim_arm"), record=True) == {"expert": True}
 
 
 def test_running_graph_leaves_no_node_behind(tmp_path):

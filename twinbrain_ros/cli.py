@@ -32,7 +32,7 @@ def _ros_args(spec: graph.NodeSpec, args, overrides_dir: Path) -> list[str]:
         out += ["--params-file", str(path)]
     if args.namespace:
         out += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
-    overrides = graph.overrides(spec, args.checkpoint, args.device, args.use_sim)
+    overrides = graph.overrides(spec, args.checkpoint, args.device, args.use_sim, getattr(args, "record", False))
     if overrides:
         # A second parameter file under the node's own name: a plain `-p name:=value` is a /** wildcard,
         # which loses against the node's section of the YAML (that is what launch_ros does too).
@@ -87,9 +87,11 @@ def up(args) -> int:
 
 
 @contextlib.contextmanager
-def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", config: str | None = None):
+def running_graph(log_path: Path, use_sim: bool = True, checkpoint: str = "", config: str | None = None,
+                  record: bool = False):
     """The graph (`twinbrain-ros up`) as a child process for tools (demo, benchmarks); stopped on exit."""
     cmd = [sys.executable, "-m", "twinbrain_ros.cli", "up"] + (["--use-sim"] if use_sim else [])
+    cmd += ["--record"] if record else []
     cmd += ["--checkpoint", checkpoint] if checkpoint else []
     cmd += ["--config", str(config)] if config else []
     with open(log_path, "w") as log:

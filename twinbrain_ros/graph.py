@@ -17,18 +17,20 @@ class NodeSpec:
     module: str        # python -m target (pip-only runner)
     sim_only: bool = False
     record_only: bool = False
+    acts: bool = False     # commands the arm: not started while recording teleop (the operator drives)
 
 
 NODES = (
     NodeSpec("sim_arm", "sim_arm", "twinbrain_ros.nodes.sim_arm_node", sim_only=True),
-    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node"),
+    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node", acts=True),
     NodeSpec("safety_node", "safety_node", "twinbrain_ros.nodes.safety_node"),
     NodeSpec("recorder_node", "recorder_node", "twinbrain_ros.nodes.recorder_node", record_only=True),
 )
 
 
 def nodes(use_sim: bool, record: bool = False) -> list[NodeSpec]:
-    return [n for n in NODES if (use_sim or not n.sim_only) and (record or not n.record_only)]
+    return [n for n in NODES if (use_sim or not n.sim_only) and (record or not n.record_only)
+            and not (record and n.acts)]
 
 
 def config_dir() -> Path:
@@ -87,9 +89,13 @@ def node_params(config: dict, node: str) -> dict:
             **config.get(_key(node), {}).get("ros__parameters", {})}
 
 
-def overrides(spec: NodeSpec, checkpoint: str = "", device: str = "", use_sim: bool = False) -> dict:
-    """Launch-argument overrides on top of the YAML, per node."""
+def overrides(spec: NodeSpec, checkpoint: str = "", device: str = "", use_sim: bool = False,
+              record: bool = False) -> dict:
+    """Launch-argument overrides on top of the YAML, per node. Recording in sim: the scripted expert
+    drives the arm and plays the leader arm the recorder reads."""
     params: dict = {}
+    if spec.name == "sim_arm" and record:
+        params["expert"] = True
     if spec.name == "policy_node":
         if checkpoint:
             params["checkpoint"] = checkpoint
