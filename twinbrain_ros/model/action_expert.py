@@ -35,7 +35,16 @@ def sample_flow_time(batch: int, device, generator=None) -> torch.Tensor:
 
 def _beta_with_generator(batch: int, generator: torch.Generator) -> torch.Tensor:
     # Beta(a, 1) by inversion: u = U^(1/a); deterministic under a torch.Generator.
-    return torch.rand(batch, generator=generator) ** (1.0 / 1.5)
+    return torch.rand(batch, generator=generator, device=generator.device) ** (1.0 / 1.5)
+
+
+def gaussian_noise(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, 1) of ``shape`` on ``device``. With a generator the draw is made on the generator's own device
+    and then moved: torch refuses a CPU generator for a CUDA tensor, and drawing on the CPU also makes the
+    noise of a seeded step the same on every device."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
 class AdaLayerNorm(nn.Module):
@@ -127,7 +136,7 @@ class FlowMatchingActionExpert(nn.Module):
         rep = lambda x: x.repeat_interleave(draws, dim=0)  # noqa: E731 - VLM features shared by the draws
         condition = ([None if kv is None else (rep(kv[0]), rep(kv[1])) for kv in kvs], rep(cond_mask))
         a = rep(actions.float())
-        noise = torch.randn(a.shape, device=a.device, generator=generator)
+        noise = gaussian_noise(a.shape, a.device, generator)
         t = sample_flow_time(b * draws, a.device, generator)
         x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * a
         err = (self.velocity(x_t, t, condition) - (a - noise)) ** 2
@@ -142,8 +151,7 @@ class FlowMatchingActionExpert(nn.Module):
         """Euler integration from noise (t=0) to actions (t=1): (B, H, action_dim) normalised actions."""
         device = condition[1].device
         if noise is None:
-            noise = torch.randn((batch, self.chunk_length, self.action_dim), generator=generator,
-                                device="cpu" if generator is None else generator.device)
+            noise = gaussian_noise((batch, self.chunk_length, self.action_dim), "cpu", generator)
         x = noise.to(device=device, dtype=torch.float32)
         dt = 1.0 / steps
         for k in range(steps):
