@@ -128,22 +128,40 @@ class FlowMatchingActionExpert(nn.Module):
         x = self.norm_out(x, temb)[:, -self.chunk_length:]
         return self.decoder(x)
 
+    def flow_noise(self, rows: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, t) for ``rows`` = samples × draws loss rows, on the generator's device (the CPU without one).
+        Drawn for a whole batch so that a data-parallel process can take its own rows of the global draw."""
+        device = "cpu" if generator is None else generator.device
+        noise = gaussian_noise((rows, self.chunk_length, self.action_dim), device, generator)
+        return noise, sample_flow_time(rows, device, generator)
+
     def loss(self, condition, actions: torch.Tensor, action_mask: torch.Tensor | None = None,
-             draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching MSE with ``draws`` fresh (ε, t) per sample; padded chunk steps masked out."""
+             draws: int = 1, generator: torch.Generator | None = None,
+             flow_noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+             mask_total: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Flow-matching MSE with ``draws`` fresh (ε, t) per sample; padded chunk steps masked out.
+
+        ``flow_noise``: explicit (ε, t) for the B·draws rows (sample i's draws are rows i·draws...);
+        otherwise drawn here from ``generator``. ``mask_total``: the sum of ``action_mask`` the masked
+        mean divides by (default: this batch's); a data-parallel process passes global sum / processes
+        so that the gradient average over processes is exactly the one-process loss's gradient."""
         kvs, cond_mask = condition
         b = actions.shape[0]
         rep = lambda x: x.repeat_interleave(draws, dim=0)  # noqa: E731 - VLM features shared by the draws
         condition = ([None if kv is None else (rep(kv[0]), rep(kv[1])) for kv in kvs], rep(cond_mask))
         a = rep(actions.float())
-        noise = gaussian_noise(a.shape, a.device, generator)
-        t = sample_flow_time(b * draws, a.device, generator)
+        noise, t = flow_noise if flow_noise is not None else self.flow_noise(b * draws, generator)
+        if noise.shape != a.shape or t.shape != (b * draws,):
+            raise ValueError(f"flow_noise for {b} samples x {draws} draws must be (ε {tuple(a.shape)}, "
+                             f"t ({b * draws},)), got ({tuple(noise.shape)}, {tuple(t.shape)})")
+        noise, t = noise.to(a.device, torch.float32), t.to(a.device, torch.float32)
         x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * a
         err = (self.velocity(x_t, t, condition) - (a - noise)) ** 2
         if action_mask is None:
             return err.mean()
         m = rep(action_mask.float())[:, :, None]
-        return (err * m).sum() / (m.sum() * self.action_dim).clamp_min(1.0)
+        total = m.sum() if mask_total is None else torch.as_tensor(mask_total, dtype=m.dtype, device=m.device) * draws
+        return (err * m).sum() / (total * self.action_dim).clamp_min(1.0)
 
     @torch.no_grad()
     def sample(self, condition, batch: int, steps: int, generator: torch.Generator | None = None,

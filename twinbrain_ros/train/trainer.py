@@ -6,11 +6,16 @@ autocast on CUDA; several (ε, t) draws per sample; gradient accumulation. One p
 accelerate config; several GPUs / nodes: `accelerate launch -m twinbrain_ros.train.trainer ...`
 (config/accelerate_zero2.yaml is a DeepSpeed ZeRO-2 example).
 
-Reproducible and resumable: the batch indices and the flow-matching noise of step k are drawn from
-generators seeded by (seed, k, process), so `--resume` continues exactly where the run stopped once
-model, optimizer and scheduler states are restored. Checkpoints are the model format (config.json,
-model.safetensors, normalization.json) plus training_state.pt (optimizer/scheduler tensors and plain
-values only, loaded with torch.load(weights_only=True)). Metrics go to metrics.jsonl.
+Reproducible and resumable: the batch indices and the flow-matching noise of step k are drawn for the
+*global* batch from generators seeded by (seed, k), and each process takes its own slice, so N processes
+of --batch-size b follow the same trajectory as one process of batch N·b (same learning rate every step:
+the scheduler steps once per optimizer step, not once per process), and `--resume` continues exactly
+where the run stopped once model, optimizer and scheduler states are restored. Checkpoints are the model
+format (config.json, model.safetensors, normalization.json) plus training_state.pt (step, scheduler and,
+unless DeepSpeed shards it, the optimizer state; tensors and plain values only, loaded with
+torch.load(weights_only=True)); under DeepSpeed every rank writes its own optimizer shard through the
+engine's checkpoint (deepspeed/), so a resume needs the same number of processes. Only the main process
+writes metrics.jsonl and checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType, broadcast
 from tqdm import tqdm
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
@@ -93,7 +99,8 @@ class Trainer:
             base = load_base(cfg.base_model_path)
             config = TwinBrainConfig(base_model_path=cfg.base_model_path, backbone=base.kind, **dims)
         else:
-            tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
+            with self.acc.main_process_first():   # one process writes the tiny base, the others then read it
+                tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
             base = load_base(tiny_dir)
             config = tiny_config("qwen3_vl", str(tiny_dir.resolve()), **dims)
         n_eps = len(self.dataset.episodes)
@@ -112,8 +119,11 @@ class Trainer:
         optimizer = torch.optim.AdamW([{"params": list(model.right.parameters()), "lr": cfg.lr_right},
                                        {"params": head, "lr": cfg.lr_head}],
                                       betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        # Not handed to accelerate.prepare: its wrapper steps the schedule once per process per optimizer
+        # step (N processes would run the warm-up N times faster and reach lr 0 at steps / N).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self._deepspeed = self.acc.distributed_type == DistributedType.DEEPSPEED
         self.step = 0
         if resume:
             self._load_state(Path(resume))
@@ -128,25 +138,36 @@ class Trainer:
         return inputs, state, actions, mask
 
     def _generator(self, step: int, salt: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(hash((self.cfg.seed, step, self.acc.process_index, salt)) % (2 ** 63))
+        # The same on every process: each one draws the global batch's noise and keeps its own rows.
+        return torch.Generator().manual_seed(hash((self.cfg.seed, step, salt)) % (2 ** 63))
 
     def train_step(self) -> dict:
-        cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, self.step, self.acc.process_index])
-        logs = {}
+        cfg, acc = self.cfg, self.acc
+        b, n, rank = cfg.batch_size, acc.num_processes, acc.process_index
+        draws = self.policy.config.noise_draws_per_sample
+        logs = {"loss": 0.0}
         self.model.train()
         for micro in range(cfg.grad_accum):
-            with self.acc.accumulate(self.model):
-                batch = self._batch(self.train_set, rng.integers(0, len(self.train_set), cfg.batch_size))
-                loss = self.model(*batch, generator=self._generator(self.step, micro))
-                self.acc.backward(loss)
-                if self.acc.sync_gradients:
-                    logs["grad_norm"] = float(self.acc.clip_grad_norm_(
+            rng = np.random.default_rng([cfg.seed, self.step, micro])
+            indices = rng.integers(0, len(self.train_set), b * n)[rank * b:(rank + 1) * b]
+            noise, t = self.policy.model.action_expert.flow_noise(b * n * draws, self._generator(self.step, micro))
+            rows = slice(rank * b * draws, (rank + 1) * b * draws)
+            with acc.accumulate(self.model):
+                inputs, state, actions, mask = self._batch(self.train_set, indices)
+                # The masked mean divides by the global batch's real steps (over processes), so that the
+                # gradient average over processes is the one-process gradient even when padding differs.
+                mask_total = acc.reduce(mask.sum(), "sum") / n
+                loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]),
+                                  mask_total=mask_total)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    logs["grad_norm"] = float(acc.clip_grad_norm_(
                         [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip))
                 self.optimizer.step()
-                self.scheduler.step()
+                if acc.sync_gradients:   # once per optimizer step, however many processes and micro-batches
+                    self.scheduler.step()
                 self.optimizer.zero_grad()
-            logs["loss"] = logs.get("loss", 0.0) + loss.item() / cfg.grad_accum
+            logs["loss"] += float(acc.reduce(loss.detach(), "mean")) / cfg.grad_accum   # the global batch's loss
         self.step += 1
         logs.update(step=self.step, lr_right=self.scheduler.get_last_lr()[0], lr_head=self.scheduler.get_last_lr()[1])
         return logs
@@ -167,11 +188,17 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:
+        self.acc.wait_for_everyone()   # every process has finished the step being saved
         if self.acc.is_main_process:
             self.policy.save(directory)
-            torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "train_config": asdict(self.cfg)},
-                       directory / "training_state.pt")
+            state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "train_config": asdict(self.cfg),
+                     "processes": self.acc.num_processes}
+            if not self._deepspeed:   # DDP / one process: every rank holds the same, complete optimizer state
+                state["optimizer"] = self.optimizer.state_dict()
+            torch.save(state, directory / "training_state.pt")
+        if self._deepspeed:
+            # ZeRO shards the optimizer state (and its fp32 master weights): each rank writes its own shard.
+            self.model.save_checkpoint(str(directory / "deepspeed"), tag="training", exclude_frozen_parameters=True)
         self.acc.wait_for_everyone()
         return directory
 
@@ -181,14 +208,22 @@ class Trainer:
         _, weights, _ = read_checkpoint(directory)
         load_weights(self.policy.model, weights, directory / WEIGHTS_FILE)
         state = torch.load(directory / "training_state.pt", weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self._deepspeed:
+            saved = state.get("processes")
+            if saved != self.acc.num_processes:
+                raise ValueError(f"{directory}: its ZeRO optimizer shards are for {saved} processes, this run has "
+                                 f"{self.acc.num_processes}")
+            self.model.load_checkpoint(str(directory / "deepspeed"), tag="training", load_module_strict=False,
+                                       load_lr_scheduler_states=False)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
 
     def run(self) -> dict:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        metrics = open(self.out / "metrics.jsonl", "a")
+        metrics = open(self.out / "metrics.jsonl", "a") if self.acc.is_main_process else None
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.acc.is_main_process, desc="train")
         start, last, cap, mark = time.perf_counter(), {}, cfg.steps, (0.0, self.step)
         while self.step < cfg.steps:
@@ -198,18 +233,22 @@ class Trainer:
                 # recent step rate; refitted as it goes because the first steps also decode the videos.
                 elapsed = time.perf_counter() - start
                 rate = (self.step - mark[1]) / max(elapsed - mark[0], 1e-6)
-                cfg.steps = min(cap, self.step + max(1, int((cfg.time_budget_s - elapsed) * rate)))
+                steps = torch.tensor([min(cap, self.step + max(1, int((cfg.time_budget_s - elapsed) * rate)))],
+                                     device=self.acc.device)
+                cfg.steps = int(broadcast(steps, from_process=0).item())   # all processes stop at the same step
                 bar.total, mark = cfg.steps, (elapsed, self.step)
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 last["val_loss"] = self.validation_loss()
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save(self.out / f"step-{self.step:06d}")
-            metrics.write(json.dumps(last) + "\n")
-            metrics.flush()
+            if metrics:
+                metrics.write(json.dumps(last) + "\n")
+                metrics.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}")
         bar.close()
-        metrics.close()
+        if metrics:
+            metrics.close()
         final = self.save(self.out / "final")
         return {"checkpoint": str(final), "steps": self.step, "last": last,
                 "seconds": round(time.perf_counter() - start, 1)}
@@ -230,8 +269,10 @@ def main(argv=None) -> None:
     p.add_argument("--resume", default=None, help="checkpoint directory written by a previous run")
     args = vars(p.parse_args(argv))
     resume = args.pop("resume")
-    result = Trainer(TrainConfig(**args), resume).run()
-    print(json.dumps(result))
+    trainer = Trainer(TrainConfig(**args), resume)
+    result = trainer.run()
+    if trainer.acc.is_main_process:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
