@@ -63,10 +63,15 @@ def asymot_attention(module, query, key, value, attention_mask, scaling=None, dr
         # stop_grad: the Left brain is frozen and must never receive gradients through Right.
         key = torch.cat([k_left.detach().to(key.dtype), key], dim=2)
         value = torch.cat([v_left.detach().to(value.dtype), value], dim=2)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        # No fused CUDA kernel (flash / memory-efficient) takes enable_gqa together with an explicit mask,
+        # so SDPA would fall back to the math kernel; repeat K/V per query head instead (as transformers'
+        # own SDPA path does whenever it passes a mask).
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     out = F.scaled_dot_product_attention(
         query, key, value, attn_mask=asymot.mask, scale=scaling,
         dropout_p=dropout if module.training else 0.0,
-        enable_gqa=query.shape[1] != key.shape[1],
     )
     return out.transpose(1, 2).contiguous(), None
 
