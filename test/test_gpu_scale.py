@@ -10,6 +10,7 @@ from conftest import BACKBONES, random_image
 from twinbrain_ros.model import Observation
 from twinbrain_ros.model.action_expert import FlowMatchingActionExpert, gaussian_noise
 from twinbrain_ros.model.configuration_twinbrain import ActionExpertConfig
+from twinbrain_ros.train.optim import MasterWeightAdamW
 
 DEVICES = ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -93,3 +94,79 @@ def test_asymot_runs_on_the_memory_efficient_kernel_on_cuda(make_policy):
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):   # raises if SDPA would need the math kernel
         fused = policy.model.right_forward(inputs["right"], state.cuda(), left_kv, inputs["left"]["attention_mask"])
     torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-4)
+
+
+def _adam_pair(state_dtype):
+    torch.manual_seed(0)
+    reference = [torch.randn(6, 5), torch.randn(5)]
+    ours = [reference[0].bfloat16().float(), reference[1].clone()]    # start from bf16-representable weights
+    reference[0] = ours[0].clone()
+    ref_params = [torch.nn.Parameter(t.clone()) for t in reference]
+    our_params = [torch.nn.Parameter(ours[0].bfloat16()), torch.nn.Parameter(ours[1].clone())]   # bf16 + fp32
+    kw = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
+    return (ref_params, torch.optim.AdamW(ref_params, foreach=False, **kw),
+            our_params, MasterWeightAdamW(our_params, state_dtype=state_dtype, **kw))
+
+
+def _adam_steps(params, optimizer, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen).bfloat16().to(p.dtype)   # the same grads for both
+        optimizer.step()
+
+
+def test_master_weight_adamw_is_fp32_adamw_on_a_bf16_model_and_resumes_exactly():
+    ref_params, ref_opt, params, opt = _adam_pair(torch.float32)
+    _adam_steps(ref_params, ref_opt, 5, seed=1)
+    _adam_steps(params, opt, 5, seed=1)
+    master = opt.state[params[0]]["master"]
+    assert master.dtype == torch.float32 and "master" not in opt.state[params[1]]   # no copy of fp32 weights
+    torch.testing.assert_close(master, ref_params[0].detach(), rtol=1e-6, atol=1e-7)
+    assert torch.equal(params[0].detach(), master.bfloat16())                          # the model holds it rounded
+    torch.testing.assert_close(params[1].detach(), ref_params[1].detach(), rtol=1e-6, atol=1e-7)
+    # 1e-3 steps on O(1) weights: a plain bf16 AdamW would round most of them away; the master keeps them
+    assert (master - master.bfloat16().float()).abs().max() > 0
+
+    saved = opt.state_dict()
+    fresh_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fresh = MasterWeightAdamW(fresh_params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    fresh.load_state_dict(saved)
+    assert fresh.state[fresh_params[0]]["master"].dtype == torch.float32           # not cast to the weight's bf16
+    _adam_steps(params, opt, 3, seed=2)
+    _adam_steps(fresh_params, fresh, 3, seed=2)
+    for a, b in zip(params, fresh_params):
+        assert torch.equal(a, b)
+    assert torch.equal(opt.state[params[0]]["master"], fresh.state[fresh_params[0]]["master"])
+
+
+def test_master_weight_adamw_with_bf16_moments_stays_close_to_fp32_adamw():
+    ref_params, ref_opt, params, opt = _adam_pair(torch.bfloat16)
+    _adam_steps(ref_params, ref_opt, 20, seed=1)
+    _adam_steps(params, opt, 20, seed=1)
+    assert opt.state[params[0]]["exp_avg"].dtype == torch.bfloat16
+    moved = (ref_params[0].detach() - _adam_pair(torch.float32)[0][0].detach()).abs().mean()
+    error = (opt.state[params[0]]["master"] - ref_params[0].detach()).abs().mean()
+    assert error < 0.02 * moved, (error, moved)
+
+
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_gradient_checkpointing_of_the_right_brain_gives_the_same_loss_and_gradients(make_policy, kind):
+    policy, inputs, state = _right_features(make_policy, kind)
+    model = policy.model.train()
+    actions = torch.rand(2, policy.config.chunk_length, policy.config.action_dim)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model.loss(inputs, state, actions, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.right.parameters() if p.grad is not None]
+
+    plain_loss, plain_grads = loss_and_grads()
+    model.right.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert model.right.language_model.gradient_checkpointing
+    ckpt_loss, ckpt_grads = loss_and_grads()
+    torch.testing.assert_close(ckpt_loss, plain_loss, rtol=1e-6, atol=1e-7)
+    assert len(ckpt_grads) == len(plain_grads)
+    for a, b in zip(ckpt_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

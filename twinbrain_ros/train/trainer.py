@@ -1,10 +1,17 @@
 """`twinbrain-train`: fine-tune TwinBrainVLA on LeRobot v3.0 datasets (TWINBRAIN.md recipe).
 
 Left brain frozen, action loss only; AdamW (betas 0.9/0.95) with separate learning rates for the
-Right brain and for the action expert + state encoder; cosine schedule with warm-up; grad-clip; bf16
-autocast on CUDA; several (ε, t) draws per sample; gradient accumulation. One process needs no
-accelerate config; several GPUs / nodes: `accelerate launch -m twinbrain_ros.train.trainer ...`
-(config/accelerate_zero2.yaml is a DeepSpeed ZeRO-2 example).
+Right brain and for the action expert + state encoder; cosine schedule with warm-up; grad-clip; several
+(ε, t) draws per sample; gradient accumulation. One process needs no accelerate config; several GPUs /
+nodes: `accelerate launch -m twinbrain_ros.train.trainer ...` (config/accelerate_zero2.yaml is a
+DeepSpeed ZeRO-2 example).
+
+Memory plan (--precision bf16, the default on CUDA): the base VLM is loaded in bf16 straight onto the
+device; the frozen Left brain stays bf16 with no fp32 copy, no gradients and no optimizer state; the
+Right brain is stored and computes in bf16 while the optimizer keeps its fp32 master copy (train/optim.py,
+moments in --optimizer-state dtype; under DeepSpeed its own fp32 partitions); the action expert and state
+encoder stay fp32. --gradient-checkpointing recomputes the Right brain's layers in the backward pass.
+`twinbrain-bench memory` accounts for all of it per GPU.
 
 Reproducible and resumable: the batch indices and the flow-matching noise of step k are drawn for the
 *global* batch from generators seeded by (seed, k), and each process takes its own slice, so N processes
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +44,10 @@ from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..model import Observation, TwinBrainPolicy, load_base, make_tiny_base, tiny_config
 from ..model.configuration_twinbrain import TwinBrainConfig
 from ..model.normalization import Normalization
+from .optim import MasterWeightAdamW
 from .samples import ChunkSamples, delta_action_mask, normalization_from_stats
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass
@@ -66,6 +77,9 @@ class TrainConfig:
     # demos never move must not steer the plan with a few mrad of settling (`twinbrain-bench sensitivity`)
     min_state_span: float = 0.1
     min_action_span: float = 0.01
+    precision: str = "auto"        # bf16 | fp32 | auto (bf16 on CUDA, fp32 on the CPU); see the memory plan above
+    optimizer_state: str = "fp32"  # dtype of AdamW's moments for bf16 weights: fp32 | bf16 (saves 4 bytes/param)
+    gradient_checkpointing: bool = False   # recompute the Right brain's layers in backward (less activation memory)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -82,8 +96,18 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = cfg
+        precision = cfg.precision if cfg.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
+        if precision not in DTYPES or cfg.optimizer_state not in DTYPES:
+            raise ValueError(f"precision / optimizer_state must be one of {sorted(DTYPES)}, "
+                             f"got {cfg.precision!r} / {cfg.optimizer_state!r}")
+        self.dtype = DTYPES[precision]
+        # The dtypes are explicit (bf16 brains, fp32 expert), so no autocast; DeepSpeed alone needs accelerate's
+        # bf16 setting, which makes its engine run bf16 with fp32 master partitions.
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         self.acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                               mixed_precision="bf16" if torch.cuda.is_available() else "no")
+                               mixed_precision="bf16" if deepspeed and precision == "bf16" else "no")
+        self._deepspeed = self.acc.distributed_type == DistributedType.DEEPSPEED
+        device = str(self.acc.device)
         self.out = Path(cfg.out)
         self.dataset = LeRobotV3Dataset(cfg.dataset)
         feats = self.dataset.info["features"]
@@ -96,12 +120,12 @@ class Trainer:
             dims["delta_action_mask"] = delta_action_mask(self.dataset, cfg.absolute_actions)
         normalization = normalization_from_stats(self.dataset)
         if cfg.base_model_path:
-            base = load_base(cfg.base_model_path)
+            base = load_base(cfg.base_model_path, dtype=self.dtype, device=device)
             config = TwinBrainConfig(base_model_path=cfg.base_model_path, backbone=base.kind, **dims)
         else:
             with self.acc.main_process_first():   # one process writes the tiny base, the others then read it
                 tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
-            base = load_base(tiny_dir)
+            base = load_base(tiny_dir, dtype=self.dtype, device=device)
             config = tiny_config("qwen3_vl", str(tiny_dir.resolve()), **dims)
         n_eps = len(self.dataset.episodes)
         n_val = min(cfg.val_episodes, max(0, n_eps - 1))
@@ -113,17 +137,21 @@ class Trainer:
             normalization.action = self.train_set.action_range(config.delta_action_mask)
         normalization = Normalization(normalization.state.widened(cfg.min_state_span),
                                       normalization.action.widened(cfg.min_action_span))
-        self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=str(self.acc.device), seed=cfg.seed)
+        self.policy = TwinBrainPolicy.from_base(base, config, normalization, device=device, seed=cfg.seed)
         model = self.policy.model
+        if cfg.gradient_checkpointing:
+            model.right.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
-        optimizer = torch.optim.AdamW([{"params": list(model.right.parameters()), "lr": cfg.lr_right},
-                                       {"params": head, "lr": cfg.lr_head}],
-                                      betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        groups = [{"params": list(model.right.parameters()), "lr": cfg.lr_right}, {"params": head, "lr": cfg.lr_head}]
+        if self._deepspeed or self.dtype == torch.float32:
+            optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+        else:
+            optimizer = MasterWeightAdamW(groups, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+                                          state_dtype=DTYPES[cfg.optimizer_state])
         # Not handed to accelerate.prepare: its wrapper steps the schedule once per process per optimizer
         # step (N processes would run the warm-up N times faster and reach lr 0 at steps / N).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
-        self._deepspeed = self.acc.distributed_type == DistributedType.DEEPSPEED
         self.step = 0
         if resume:
             self._load_state(Path(resume))
