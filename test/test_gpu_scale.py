@@ -1,5 +1,7 @@
 """What training and inference at GPU scale rely on, checked where a CPU can check it."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -170,3 +172,58 @@ def test_gradient_checkpointing_of_the_right_brain_gives_the_same_loss_and_gradi
     assert len(ckpt_grads) == len(plain_grads)
     for a, b in zip(ckpt_grads, plain_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _memory(capsys, *args):
+    from twinbrain_ros.bench.memory import main
+
+    main(list(args))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_memory_bench_accounts_the_real_4b_model_and_fits_batch_8_on_one_80gb_gpu(capsys):
+    from twinbrain_ros.bench.memory import build_meta_model
+
+    model = build_meta_model("qwen3-vl-4b")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())   # the dtypes as built
+    r = _memory(capsys, "--preset", "qwen3-vl-4b", "--gpus", "8", "--batch", "8")
+    params = r["params"]
+    assert params["left"] == params["right"] == sum(p.numel() for p in model.left.parameters())
+    assert 4.3e9 < params["left"] < 4.6e9 and r["image_tokens"] == 64       # Qwen3-VL-4B, 224² -> 64 tokens
+    one, ddp, zero = r["layouts"]["1_gpu"], r["layouts"]["ddp_x8"], r["layouts"]["zero2_x8"]
+    assert one["weights_gb"] == round(weights / 1e9, 2)
+    trained = params["right"] + params["head"]
+    assert zero["optimizer_gb"] == round(12 * trained / 8 / 1e9, 2)             # fp32 master + moments, 1/8 each
+    assert one["gradients_gb"] == round((2 * params["right"] + 4 * params["head"]) / 1e9, 2)   # Left: none
+    assert zero["total_gb"] < one["total_gb"] < ddp["total_gb"]
+    assert one["fits"] and one["total_gb"] + r["margin_gb"] <= 80              # the target
+    assert r["checkpoint_gb"] < 10                                              # bf16 Right + fp32 head only
+    fp32 = _memory(capsys, "--preset", "qwen3-vl-4b", "--optimizer-state", "fp32", "--no-gradient-checkpointing")
+    assert not fp32["layouts"]["1_gpu"]["fits"] and fp32["layouts"]["zero2_x8"]["fits"]
+    twice = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "16", "--no-gradient-checkpointing")
+    no_ckpt = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "8", "--no-gradient-checkpointing")
+    assert abs(twice["layouts"]["1_gpu"]["activations_gb"] - 2 * no_ckpt["layouts"]["1_gpu"]["activations_gb"]) < 0.05
+    assert no_ckpt["layouts"]["1_gpu"]["activations_gb"] > 3 * one["activations_gb"]
+
+
+@pytest.mark.parametrize("image", [64, 256])
+def test_activation_estimate_matches_what_autograd_saves_on_the_tiny_preset(make_policy, image):
+    """The estimate's per-layer terms, checked against the tensors a real bf16 training forward saves."""
+    from twinbrain_ros.bench.memory import activation_bytes, measure_saved_bytes
+
+    policy = make_policy("qwen3_vl", image_size=[image, image])
+    model = policy.model.train()
+    model.left.bfloat16()
+    model.right.bfloat16()
+    policy.dtype = torch.bfloat16
+    obs = [Observation([random_image(i, image, image)], np.zeros(7), "pick up the red cube") for i in range(2)]
+    inputs, state = policy.prepare(obs)
+    measured = measure_saved_bytes(model, inputs, state, torch.rand(2, policy.config.chunk_length, 7))
+    image_tokens = int((inputs["right"]["mm_token_type_ids"] == 1).sum()) // 2
+    estimate = activation_bytes(model, 2, inputs["left"]["input_ids"].shape[1], inputs["right"]["input_ids"].shape[1],
+                                4 * image_tokens, checkpointing=False)
+    for part, saved in measured.items():
+        assert 0.8 < estimate[part] / saved < 1.25, (part, estimate[part], saved)

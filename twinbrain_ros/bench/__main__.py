@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout",
-           "sensitivity": "sensitivity"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop",
+           "rollout": "rollout", "sensitivity": "sensitivity", "memory": "memory"}
 
 
 def main(argv=None) -> None:
