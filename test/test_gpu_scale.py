@@ -189,7 +189,8 @@ def test_memory_bench_accounts_the_real_4b_model_and_fits_batch_8_on_one_80gb_gp
     model = build_meta_model("qwen3-vl-4b")
     assert all(p.device.type == "meta" for p in model.parameters())
     weights = sum(p.numel() * p.element_size() for p in model.parameters())   # the dtypes as built
-    r = _memory(capsys, "--preset", "qwen3-vl-4b", "--gpus", "8", "--batch", "8")
+    r = _memory(capsys, "--preset", "qwen3-vl-4b", "--gpus", "8", "--batch", "8", "--optimizer-state", "bf16",
+                "--gradient-checkpointing")
     params = r["params"]
     assert params["left"] == params["right"] == sum(p.numel() for p in model.left.parameters())
     assert 4.3e9 < params["left"] < 4.6e9 and r["image_tokens"] == 64       # Qwen3-VL-4B, 224² -> 64 tokens
@@ -201,10 +202,12 @@ def test_memory_bench_accounts_the_real_4b_model_and_fits_batch_8_on_one_80gb_gp
     assert zero["total_gb"] < one["total_gb"] < ddp["total_gb"]
     assert one["fits"] and one["total_gb"] + r["margin_gb"] <= 80              # the target
     assert r["checkpoint_gb"] < 10                                              # bf16 Right + fp32 head only
-    fp32 = _memory(capsys, "--preset", "qwen3-vl-4b", "--optimizer-state", "fp32", "--no-gradient-checkpointing")
+    fp32 = _memory(capsys, "--preset", "qwen3-vl-4b")            # the trainer's defaults: fp32 moments
+    assert fp32["optimizer_state"] == "fp32" and not fp32["gradient_checkpointing"]
     assert not fp32["layouts"]["1_gpu"]["fits"] and fp32["layouts"]["zero2_x8"]["fits"]
-    twice = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "16", "--no-gradient-checkpointing")
-    no_ckpt = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "8", "--no-gradient-checkpointing")
+    twice = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "16")
+    no_ckpt = _memory(capsys, "--preset", "qwen3-vl-4b", "--batch", "8", "--optimizer-state", "bf16")
+    assert no_ckpt["layouts"]["1_gpu"]["fits"]                                 # also without checkpointing
     assert abs(twice["layouts"]["1_gpu"]["activations_gb"] - 2 * no_ckpt["layouts"]["1_gpu"]["activations_gb"]) < 0.05
     assert no_ckpt["layouts"]["1_gpu"]["activations_gb"] > 3 * one["activations_gb"]
 
@@ -227,3 +230,32 @@ def test_activation_estimate_matches_what_autograd_saves_on_the_tiny_preset(make
                                 4 * image_tokens, checkpointing=False)
     for part, saved in measured.items():
         assert 0.8 < estimate[part] / saved < 1.25, (part, estimate[part], saved)
+
+
+@pytest.mark.parametrize("kind", BACKBONES)
+def test_fused_joint_attention_matches_the_eager_reference(make_policy, kind):
+    """SDPA joint attention (the fast path) against the reference's matmul + softmax, padding included."""
+    from twinbrain_ros.bench.inference import attention
+    from twinbrain_ros.model.asymot import EAGER_ATTN_IMPLEMENTATION
+
+    policy, inputs, state = _right_features(make_policy, kind)
+    model = policy.model
+    assert (inputs["right"]["attention_mask"] == 0).any()        # one prompt is padded
+    with torch.no_grad():
+        fused, _ = model.features(inputs, state)
+        with attention([(model.right.language_model.config, EAGER_ATTN_IMPLEMENTATION)]):
+            eager, _ = model.features(inputs, state)
+    valid = inputs["right"]["attention_mask"].bool()
+    torch.testing.assert_close(fused[valid], eager[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_inference_baseline_computes_what_predict_computes():
+    """The naive baseline of `twinbrain-bench inference` is the reference's way to the same actions."""
+    from twinbrain_ros.bench.inference import build_policy, naive_predict
+
+    policy = build_policy("tiny", "cpu", cameras=1, image=224, steps=4, chunk=16)
+    rng = np.random.default_rng(0)
+    obs = Observation([rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)], np.full(7, 0.1), "pick up the red cube")
+    noise = rng.standard_normal((1, 16, 7))
+    np.testing.assert_allclose(naive_predict(policy, obs, noise), policy.predict_batch([obs], noise=noise)[0],
+                               rtol=1e-4, atol=1e-5)

@@ -1,9 +1,10 @@
 """`twinbrain-bench inference`: latency of TwinBrainPolicy.predict vs. a naive baseline, one JSON line.
 
-predict = Left once (SDPA, K/V cached) + Right with AsyMoT joint attention + all Euler steps of the
-action expert with the VLM cross-attention K/V computed once. The naive baseline, measured in the
-same run on the same weights, is what the reference implementation does: two independent eager HF
-forwards plus the action expert recomputing its conditioning at every Euler step.
+predict = Left once (SDPA, K/V cached) + Right with AsyMoT joint attention on SDPA + all Euler steps
+of the action expert with the VLM cross-attention K/V computed once. The naive baseline, measured in
+the same run on the same weights, computes the same actions the way the reference implementation does:
+eager attention everywhere (the joint attention as matmul + softmax), both brains recomputed on every
+call, the expert's cross-attention K/V recomputed at every Euler step (tested equal to predict).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 
 from ..model import ActionExpertConfig, Observation, TwinBrainConfig, TwinBrainPolicy, build_base, tiny_config
+from ..model.asymot import EAGER_ATTN_IMPLEMENTATION
 from ..model.backbone import _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config
+from ..model.normalization import absolute_actions
 from ..model.policy import pick_device
 from .stats import emit, percentiles_ms
 
@@ -43,37 +46,40 @@ def build_policy(preset: str, device: str, cameras: int, image: int, steps: int,
 
 
 @contextlib.contextmanager
-def attention(configs, implementation: str):
-    saved = [c._attn_implementation for c in configs]
-    for c in configs:
+def attention(implementations: list[tuple[object, str]]):
+    """Switch (config, attention implementation) pairs for the duration of the block."""
+    saved = [(c, c._attn_implementation) for c, _ in implementations]
+    for c, implementation in implementations:
         c._attn_implementation = implementation
     try:
         yield
     finally:
-        for c, impl in zip(configs, saved):
-            c._attn_implementation = impl
+        for c, implementation in saved:
+            c._attn_implementation = implementation
 
 
 @torch.no_grad()
-def naive_predict(policy: TwinBrainPolicy, obs: Observation) -> np.ndarray:
+def naive_predict(policy: TwinBrainPolicy, obs: Observation, noise: np.ndarray | None = None) -> np.ndarray:
+    """What the reference implementation computes, on the same weights: eager attention everywhere (the
+    joint [Left ; Right] attention as matmul + softmax), both brains recomputed on every call, and the
+    action expert's cross-attention K/V recomputed at every Euler step. Same result as ``predict``."""
     model = policy.model
     inputs, state = policy.prepare([obs])
-    configs = [model.left.model.language_model.config, model.left.model.visual.config,
-               model.right.language_model.config, model.right.visual.config]
-    with attention(configs, "eager"):
-        model.left.model(**inputs["left"], use_cache=False)
-        model._pending_state = model.state_encoder(state)
-        try:
-            hidden = model.right(**inputs["right"], use_cache=False).last_hidden_state
-        finally:
-            model._pending_state = None
+    eager = [(model.left.model.language_model.config, "eager"), (model.left.model.visual.config, "eager"),
+             (model.right.language_model.config, EAGER_ATTN_IMPLEMENTATION), (model.right.visual.config, "eager")]
+    with attention(eager):
+        _, left_kv = model.left_forward(inputs["left"])
+        hidden = model.right_forward(inputs["right"], state, left_kv, inputs["left"]["attention_mask"])
     expert, mask = model.action_expert, inputs["right"]["attention_mask"]
-    x = torch.randn(1, policy.config.chunk_length, policy.config.action_dim, device=policy.device)
+    shape = (1, policy.config.chunk_length, policy.config.action_dim)
+    x = torch.randn(shape) if noise is None else torch.as_tensor(np.asarray(noise, np.float32).reshape(shape))
+    x = x.to(policy.device)
     dt = 1.0 / policy.config.num_inference_steps
     for k in range(policy.config.num_inference_steps):
         condition = expert.encode_condition(hidden, mask)    # recomputed every step, as the reference does
         x = x + dt * expert.velocity(x, torch.full((1,), k * dt, device=policy.device), condition)
-    return policy.normalization.action.unnormalize(x.float().cpu().numpy())[0]
+    actions = policy.normalization.action.unnormalize(x.float().cpu().numpy())
+    return absolute_actions(actions, np.asarray(obs.state, np.float32)[None], policy.config.delta_action_mask)[0]
 
 
 def time_calls(fn, runs: int, warmup: int, device: str) -> list[float]:
