@@ -259,3 +259,21 @@ def test_inference_baseline_computes_what_predict_computes():
     noise = rng.standard_normal((1, 16, 7))
     np.testing.assert_allclose(naive_predict(policy, obs, noise), policy.predict_batch([obs], noise=noise)[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_inference_presets_tokenize_like_the_real_qwen3_vl():
+    """Token counts decide attention cost: the bench's prompts are as long as the real model's (Qwen's
+    BPE keeps common words whole; the byte tokenizer gave 180 / 255 prompt tokens) and a 224² camera
+    image is 64 tokens (the real processor upsizes it to 256²; the tiny one gave 49)."""
+    from twinbrain_ros.bench.inference import build_policy
+
+    policy = build_policy("tiny", "cpu", cameras=1, image=224, steps=4, chunk=16)
+    obs = Observation([np.zeros((224, 224, 3), np.uint8)], np.zeros(7), "pick up the red cube")
+    inputs, _ = policy.prepare([obs])
+    assert int(inputs["left"]["mm_token_type_ids"].sum()) == int(inputs["right"]["mm_token_type_ids"].sum()) == 64
+    tok = policy.processor.right_tokenizer
+    text = "You are a helpful robot brain that can understand images and texts.\nInstruction: pick up the red cube"
+    words = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+    assert len(tok(text, add_special_tokens=False)["input_ids"]) == len(words)     # one token per word
+    left, right = inputs["left"]["input_ids"].shape[1], inputs["right"]["input_ids"].shape[1]
+    assert 85 <= left <= 105 and 110 <= right <= 130, (left, right)               # real Qwen3-VL: ~90 / ~120

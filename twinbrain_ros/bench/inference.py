@@ -18,7 +18,7 @@ import torch
 
 from ..model import ActionExpertConfig, Observation, TwinBrainConfig, TwinBrainPolicy, build_base, tiny_config
 from ..model.asymot import EAGER_ATTN_IMPLEMENTATION
-from ..model.backbone import _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config
+from ..model.backbone import _token_ids, build_word_tokenizer, qwen3_vl_4b_config
 from ..model.normalization import absolute_actions
 from ..model.policy import pick_device
 from .stats import emit, percentiles_ms
@@ -27,17 +27,18 @@ from .stats import emit, percentiles_ms
 def build_policy(preset: str, device: str, cameras: int, image: int, steps: int, chunk: int) -> TwinBrainPolicy:
     names = [f"cam{i}" for i in range(cameras)]
     common = dict(camera_names=names, image_size=[image, image], num_inference_steps=steps, chunk_length=chunk)
+    # Both presets tokenize like the real Qwen3-VL: prompt words whole, 224² images upsized to 64 tokens.
+    tokenizer = build_word_tokenizer()
     if preset == "tiny":
-        base = build_base("qwen3_vl")
+        base = build_base("qwen3_vl", tokenizer=tokenizer, real_image_processor=True)
         config = tiny_config("qwen3_vl", **common)
     elif preset == "qwen3-vl-4b":
         if not device.startswith("cuda"):
             raise SystemExit("preset qwen3-vl-4b needs a CUDA device (4B parameters, bf16)")
-        tokenizer = build_tiny_tokenizer()
         with torch.device(device):
             torch.set_default_dtype(torch.bfloat16)
             base = build_base("qwen3_vl", config=qwen3_vl_4b_config(token_ids=_token_ids(tokenizer)),
-                              tokenizer=tokenizer)
+                              tokenizer=tokenizer, real_image_processor=True)
             torch.set_default_dtype(torch.float32)
         config = TwinBrainConfig(backbone="qwen3_vl", expert=ActionExpertConfig(), **common)
     else:
@@ -119,7 +120,8 @@ def main(argv=None) -> None:
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "dtype": str(policy.dtype).replace("torch.", ""), "batch": 1, "cameras": args.cameras,
         "image": args.image, "image_tokens": int((inputs["right"]["mm_token_type_ids"] == 1).sum()),
-        "left_tokens": int(inputs["left"]["input_ids"].shape[1]), "right_tokens": int(inputs["right"]["input_ids"].shape[1]),
+        "left_tokens": int(inputs["left"]["input_ids"].shape[1]),
+        "right_tokens": int(inputs["right"]["input_ids"].shape[1]),
         "chunk": args.chunk, "euler_steps": args.steps,
         "params_total": sum(p.numel() for p in policy.model.parameters()),
         "params_trainable": sum(p.numel() for p in policy.model.parameters() if p.requires_grad),

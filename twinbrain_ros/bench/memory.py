@@ -29,13 +29,12 @@ import argparse
 import torch
 
 from ..model import ActionExpertConfig, TwinBrainConfig
-from ..model.backbone import BACKBONES, _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config, tiny_config
+from ..model.backbone import (BACKBONES, REAL_IMAGE_PIXELS, _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config,
+                              tiny_config)
 from ..model.modeling_twinbrain import TwinBrainVLA
 from .stats import emit
 
 GB = 1e9
-# The real Qwen-VL image processors' resize rules (preprocessor_config.json: patch, merge, min/max pixels).
-PROCESSORS = {"qwen3_vl": (16, 2, 256 * 256, 16777216), "qwen2_5_vl": (14, 2, 56 * 56, 12845056)}
 DEEPSPEED_BUCKETS = 2 * 5e8 * 2        # reduce_bucket_size + allgather_bucket_size elements, bf16
 
 
@@ -83,7 +82,7 @@ def state_bytes(params: dict, layout: str, gpus: int, moment_bytes: int) -> dict
 def image_tokens(kind: str, height: int, width: int) -> int:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-    patch, merge, min_pixels, max_pixels = PROCESSORS[kind]
+    (patch, min_pixels, max_pixels), merge = REAL_IMAGE_PIXELS[kind], 2
     h, w = smart_resize(height, width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels)
     return (h // patch) * (w // patch) // merge ** 2
 
