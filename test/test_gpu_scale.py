@@ -277,3 +277,43 @@ def test_inference_presets_tokenize_like_the_real_qwen3_vl():
     assert len(tok(text, add_special_tokens=False)["input_ids"]) == len(words)     # one token per word
     left, right = inputs["left"]["input_ids"].shape[1], inputs["right"]["input_ids"].shape[1]
     assert 85 <= left <= 105 and 110 <= right <= 130, (left, right)               # real Qwen3-VL: ~90 / ~120
+
+
+@pytest.mark.parametrize("backend", [None, "eager"])
+def test_captured_euler_loop_matches_the_eager_loop(backend):
+    """The fast path's static-shape loop (torch.compile with fullgraph=True: one graph, no breaks) gives
+    the eager loop's chunk; on CUDA the same function is what the CUDA graph records."""
+    expert = _expert().eval()
+    condition = expert.encode_condition(torch.randn(2, 6, 24), torch.tensor([[1] * 6, [1] * 4 + [0] * 2]))
+    noise = torch.randn(2, 5, 3)
+    eager = expert.sample(condition, 2, steps=4, noise=noise)
+    expert.use_captured_loop(True, compile_backend=backend)
+    captured = expert.sample(condition, 2, steps=4, noise=noise)
+    torch.testing.assert_close(captured, eager, rtol=1e-5, atol=1e-6)
+    expert.use_captured_loop(False)
+    assert torch.equal(expert.sample(condition, 2, steps=4, noise=noise), eager)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs")
+def test_cuda_graph_euler_loop_matches_eager_and_follows_new_inputs():
+    expert = _expert().eval().cuda()
+    eager = []
+    inputs = [(torch.randn(2, 6, 24, device="cuda"), torch.randn(2, 5, 3, device="cuda")) for _ in range(2)]
+    mask = torch.ones(2, 6, device="cuda")
+    for features, noise in inputs:
+        eager.append(expert.sample(expert.encode_condition(features, mask), 2, 4, noise=noise))
+    expert.use_captured_loop(True)
+    for (features, noise), expected in zip(inputs, eager):   # the second call replays with new inputs
+        got = expert.sample(expert.encode_condition(features, mask), 2, 4, noise=noise)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_bench_prints_one_json_line_with_real_token_counts(capsys):
+    from twinbrain_ros.bench.inference import main
+
+    main(["--preset", "tiny", "--device", "cpu", "--runs", "2", "--warmup", "1", "--capture-euler"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["image_tokens"] == 64 and record["captured_euler_loop"]
+    assert record["predict_p50_ms"] > 0 and record["naive_p50_ms"] > 0

@@ -108,9 +108,12 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--capture-euler", action="store_true",
+                   help="predict runs the Euler loop as one captured graph (a CUDA graph on CUDA)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     policy = build_policy(args.preset, device, args.cameras, args.image, args.steps, args.chunk)
+    policy.model.action_expert.use_captured_loop(args.capture_euler)
     rng = np.random.default_rng(0)
     obs = Observation([rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8) for _ in range(args.cameras)],
                       np.zeros(policy.config.state_dim, np.float32), "pick up the red cube")
@@ -122,7 +125,7 @@ def main(argv=None) -> None:
         "image": args.image, "image_tokens": int((inputs["right"]["mm_token_type_ids"] == 1).sum()),
         "left_tokens": int(inputs["left"]["input_ids"].shape[1]),
         "right_tokens": int(inputs["right"]["input_ids"].shape[1]),
-        "chunk": args.chunk, "euler_steps": args.steps,
+        "chunk": args.chunk, "euler_steps": args.steps, "captured_euler_loop": args.capture_euler,
         "params_total": sum(p.numel() for p in policy.model.parameters()),
         "params_trainable": sum(p.numel() for p in policy.model.parameters() if p.requires_grad),
         "runs": args.runs, "torch_threads": torch.get_num_threads(),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_twinbrain import ActionExpertConfig
+from .euler_graph import CapturedEulerLoop
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -108,6 +109,11 @@ class FlowMatchingActionExpert(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg, cross=(i % 2 == 0)) for i in range(cfg.layers))
         self.norm_out = AdaLayerNorm(w)
         self.decoder = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, action_dim))
+        self._captured_loop: CapturedEulerLoop | None = None
+
+    def use_captured_loop(self, enabled: bool = True, compile_backend: str | None = None) -> None:
+        """``sample``'s Euler loop as one captured static-shape graph (a CUDA graph on CUDA; euler_graph.py)."""
+        self._captured_loop = CapturedEulerLoop(self, compile_backend) if enabled else None
 
     def encode_condition(self, features: torch.Tensor, mask: torch.Tensor):
         """VLM features (B, T, D) + padding mask (B, T) -> per-cross-block (K, V) and SDPA mask."""
@@ -171,6 +177,8 @@ class FlowMatchingActionExpert(nn.Module):
         if noise is None:
             noise = gaussian_noise((batch, self.chunk_length, self.action_dim), "cpu", generator)
         x = noise.to(device=device, dtype=torch.float32)
+        if self._captured_loop is not None:
+            return self._captured_loop(condition, x, steps)
         dt = 1.0 / steps
         for k in range(steps):
             t = torch.full((batch,), k * dt, device=device)
