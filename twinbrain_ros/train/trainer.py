@@ -197,6 +197,8 @@ class Trainer:
                 self.optimizer.zero_grad()
             logs["loss"] += float(acc.reduce(loss.detach(), "mean")) / cfg.grad_accum   # the global batch's loss
         self.step += 1
+        if self.acc.device.type == "cuda":   # the memory plan's check on a real GPU (twinbrain-bench memory)
+            logs["max_memory_gb"] = round(torch.cuda.max_memory_allocated(self.acc.device) / 1e9, 2)
         logs.update(step=self.step, lr_right=self.scheduler.get_last_lr()[0], lr_head=self.scheduler.get_last_lr()[1])
         return logs
 
