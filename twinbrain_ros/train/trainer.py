@@ -188,9 +188,9 @@ class Trainer:
                 loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]),
                                   mask_total=mask_total)
                 acc.backward(loss)
-                if acc.sync_gradients:
-                    logs["grad_norm"] = float(acc.clip_grad_norm_(
-                        [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip))
+                if acc.sync_gradients:   # DeepSpeed clips by its own config and may report no norm
+                    norm = acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
+                    logs["grad_norm"] = None if norm is None else float(norm)
                 self.optimizer.step()
                 if acc.sync_gradients:   # once per optimizer step, however many processes and micro-batches
                     self.scheduler.step()
