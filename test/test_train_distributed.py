@@ -62,6 +62,8 @@ def test_two_processes_match_one_process_of_the_global_batch_and_resume_exactly(
     assert two_logs[-1]["lr_right"] == 0.0 and max(r["lr_right"] for r in two_logs) == 1e-4   # the full cosine
     for key in ("loss", "grad_norm"):
         np.testing.assert_allclose([r[key] for r in two_logs], [r[key] for r in one_logs], rtol=1e-5, atol=1e-6)
+    # validation is shared out the same way: the held-out loss does not depend on the process count
+    np.testing.assert_allclose(two_logs[-1]["val_loss"], one_logs[-1]["val_loss"], rtol=1e-4)
     a, b = _weights(two["checkpoint"]), _weights(one["checkpoint"])
     assert a.keys() == b.keys()
     # Summation order differs (all-reduce of two halves vs one batch): Adam's normalised step turns that

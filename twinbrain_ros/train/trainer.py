@@ -169,24 +169,29 @@ class Trainer:
         # The same on every process: each one draws the global batch's noise and keeps its own rows.
         return torch.Generator().manual_seed(hash((self.cfg.seed, step, salt)) % (2 ** 63))
 
+    def _global_batch_loss(self, samples: ChunkSamples, batch: np.ndarray, generator: torch.Generator):
+        """Loss of one *global* batch (sample indices and generator the same on every process), each
+        process computing its contiguous share: (this process's loss term, the global batch's loss).
+        The terms average over processes to the global loss, so DDP's gradient average is the
+        one-process gradient: the masked mean divides by the real steps of the whole batch."""
+        acc, draws = self.acc, self.policy.config.noise_draws_per_sample
+        mine = np.array_split(np.arange(len(batch)), acc.num_processes)[acc.process_index]
+        noise, t = self.policy.model.action_expert.flow_noise(len(batch) * draws, generator)
+        rows = slice(int(mine[0]) * draws, (int(mine[-1]) + 1) * draws)
+        inputs, state, actions, mask = self._batch(samples, batch[mine])
+        mask_total = acc.reduce(mask.sum(), "sum") / acc.num_processes
+        loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]), mask_total=mask_total)
+        return loss, float(acc.reduce(loss.detach(), "mean"))
+
     def train_step(self) -> dict:
         cfg, acc = self.cfg, self.acc
-        b, n, rank = cfg.batch_size, acc.num_processes, acc.process_index
-        draws = self.policy.config.noise_draws_per_sample
         logs = {"loss": 0.0}
         self.model.train()
         for micro in range(cfg.grad_accum):
             rng = np.random.default_rng([cfg.seed, self.step, micro])
-            indices = rng.integers(0, len(self.train_set), b * n)[rank * b:(rank + 1) * b]
-            noise, t = self.policy.model.action_expert.flow_noise(b * n * draws, self._generator(self.step, micro))
-            rows = slice(rank * b * draws, (rank + 1) * b * draws)
+            batch = rng.integers(0, len(self.train_set), cfg.batch_size * acc.num_processes)
             with acc.accumulate(self.model):
-                inputs, state, actions, mask = self._batch(self.train_set, indices)
-                # The masked mean divides by the global batch's real steps (over processes), so that the
-                # gradient average over processes is the one-process gradient even when padding differs.
-                mask_total = acc.reduce(mask.sum(), "sum") / n
-                loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]),
-                                  mask_total=mask_total)
+                loss, global_loss = self._global_batch_loss(self.train_set, batch, self._generator(self.step, micro))
                 acc.backward(loss)
                 if acc.sync_gradients:   # DeepSpeed clips by its own config and may report no norm
                     norm = acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip)
@@ -195,7 +200,7 @@ class Trainer:
                 if acc.sync_gradients:   # once per optimizer step, however many processes and micro-batches
                     self.scheduler.step()
                 self.optimizer.zero_grad()
-            logs["loss"] += float(acc.reduce(loss.detach(), "mean")) / cfg.grad_accum   # the global batch's loss
+            logs["loss"] += global_loss / cfg.grad_accum
         self.step += 1
         if self.acc.device.type == "cuda":   # the memory plan's check on a real GPU (twinbrain-bench memory)
             logs["max_memory_gb"] = round(torch.cuda.max_memory_allocated(self.acc.device) / 1e9, 2)
@@ -204,14 +209,17 @@ class Trainer:
 
     @torch.no_grad()
     def evaluation_loss(self, samples: ChunkSamples | None, max_samples: int = 64) -> float | None:
-        """Mean loss over the first ``max_samples`` samples with fixed (ε, t) draws: comparable across steps."""
+        """Mean loss over the first ``max_samples`` samples with fixed (ε, t) draws: comparable across steps,
+        and the same for any number of processes (global batches, shared out like training's)."""
         if samples is None:
             return None
         self.model.eval()
+        n = self.acc.num_processes
         idx = np.arange(min(len(samples), max_samples))
-        losses = [float(self.model(*self._batch(samples, chunk), generator=self._generator(-1, k)))
-                  for k, chunk in enumerate(np.array_split(idx, max(1, len(idx) // self.cfg.batch_size)))]
-        return float(np.mean(losses))
+        idx = np.resize(idx, max(len(idx), n))   # every process needs a sample (only tiny sets repeat some)
+        chunks = np.array_split(idx, max(1, len(idx) // (self.cfg.batch_size * n)))
+        return float(np.mean([self._global_batch_loss(samples, chunk, self._generator(-1, k))[1]
+                              for k, chunk in enumerate(chunks)]))
 
     def validation_loss(self) -> float | None:
         return self.evaluation_loss(self.val_set)
