@@ -6,12 +6,12 @@ Right brain and for the action expert + state encoder; cosine schedule with warm
 nodes: `accelerate launch -m twinbrain_ros.train.trainer ...` (config/accelerate_zero2.yaml is a
 DeepSpeed ZeRO-2 example).
 
-Memory plan (--precision bf16, the default on CUDA): the base VLM is loaded in bf16 straight onto the
-device; the frozen Left brain stays bf16 with no fp32 copy, no gradients and no optimizer state; the
-Right brain is stored and computes in bf16 while the optimizer keeps its fp32 master copy (train/optim.py,
-moments in --optimizer-state dtype; under DeepSpeed its own fp32 partitions); the action expert and state
-encoder stay fp32. --gradient-checkpointing recomputes the Right brain's layers in the backward pass.
-`twinbrain-bench memory` accounts for all of it per GPU.
+Memory plan (--precision bf16, the default on CUDA): the base VLM is loaded in bf16 (no fp32 copy on the
+host either) and moved to the device; the frozen Left brain stays bf16 with no fp32 copy, no gradients
+and no optimizer state; the Right brain is stored and computes in bf16 while the optimizer keeps its
+fp32 master copy (train/optim.py, moments in --optimizer-state dtype; under DeepSpeed its own fp32
+partitions); the action expert and state encoder stay fp32. --gradient-checkpointing recomputes the
+Right brain's layers in the backward pass. `twinbrain-bench memory` accounts for all of it per GPU.
 
 Reproducible and resumable: the batch indices and the flow-matching noise of step k are drawn for the
 *global* batch from generators seeded by (seed, k), and each process takes its own slice, so N processes
