@@ -8,8 +8,8 @@ follow the trainer's memory plan (twinbrain_ros/train/trainer.py):
   * Left brain: bf16 weights only (frozen: no gradients, no optimizer state).
   * Right brain (bf16): 2 B weight + 2 B gradient + 4 B fp32 master + 2 moments (4 or 2 B each).
   * Action expert + state encoder (fp32): 4 B weight + 4 B gradient + 2 × 4 B moments.
-  * DDP × N: all of it on every GPU, plus DDP's gradient buckets (a second copy of the gradients:
-    gradient_as_bucket_view is off by default in accelerate).
+  * DDP × N: all of it on every GPU; the trainer sets gradient_as_bucket_view, so DDP's all-reduce
+    buckets hold the gradients instead of a second copy of them (``--ddp-bucket-copy``: accelerate's default).
   * ZeRO-2 × N (DeepSpeed, bf16): weights on every GPU; gradients kept as bf16 + fp32 partitions, fp32
     master and moments, each 1/N; plus DeepSpeed's default reduce + all-gather buckets (2 × 5e8 elements).
 
@@ -66,7 +66,7 @@ def parameter_counts(model: TwinBrainVLA) -> dict:
             "head": count(model.action_expert) + count(model.state_encoder)}
 
 
-def state_bytes(params: dict, layout: str, gpus: int, moment_bytes: int) -> dict:
+def state_bytes(params: dict, layout: str, gpus: int, moment_bytes: int, bucket_copy: bool = False) -> dict:
     """Weights / gradients / optimizer state (master + moments) / buffers per GPU, in bytes."""
     right, head, left = params["right"], params["head"], params["left"]
     if layout == "zero2":   # DeepSpeed's bf16 engine casts the whole module, the head included, to bf16
@@ -76,7 +76,7 @@ def state_bytes(params: dict, layout: str, gpus: int, moment_bytes: int) -> dict
     grads = 2 * right + 4 * head
     return {"weights": 2 * left + 2 * right + 4 * head, "gradients": grads,
             "optimizer": (4 + 2 * moment_bytes) * right + 8 * head,
-            "buffers": grads if layout == "ddp" and gpus > 1 else 0}
+            "buffers": grads if layout == "ddp" and gpus > 1 and bucket_copy else 0}
 
 
 def image_tokens(kind: str, height: int, width: int) -> int:
@@ -168,6 +168,7 @@ def main(argv=None) -> None:
     # the trainer's defaults; one 80 GB GPU at batch 8 needs --optimizer-state bf16 (--gradient-checkpointing helps)
     p.add_argument("--optimizer-state", default="fp32", choices=["fp32", "bf16"], help="AdamW moments")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--ddp-bucket-copy", action="store_true", help="DDP without gradient_as_bucket_view")
     p.add_argument("--gpu-memory-gb", type=float, default=80.0)
     p.add_argument("--margin-gb", type=float, default=4.0, help="CUDA context + allocator fragmentation")
     args = p.parse_args(argv)
@@ -182,7 +183,7 @@ def main(argv=None) -> None:
     layouts = {}
     for name, layout, gpus in (("1_gpu", "single", 1), (f"ddp_x{args.gpus}", "ddp", args.gpus),
                                (f"zero2_x{args.gpus}", "zero2", args.gpus)):
-        states = state_bytes(params, layout, gpus, moment_bytes)
+        states = state_bytes(params, layout, gpus, moment_bytes, args.ddp_bucket_copy)
         total = sum(states.values()) + activations
         layouts[name] = {**{f"{k}_gb": round(v / GB, 2) for k, v in states.items()},
                          "activations_gb": round(activations / GB, 2), "total_gb": round(total / GB, 2),

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import DistributedType, broadcast
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, broadcast
 from tqdm import tqdm
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
@@ -104,8 +104,10 @@ class Trainer:
         # The dtypes are explicit (bf16 brains, fp32 expert), so no autocast; DeepSpeed alone needs accelerate's
         # bf16 setting, which makes its engine run bf16 with fp32 master partitions.
         deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        # DDP's gradients as views into its all-reduce buckets: no second copy of every gradient.
         self.acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                               mixed_precision="bf16" if deepspeed and precision == "bf16" else "no")
+                               mixed_precision="bf16" if deepspeed and precision == "bf16" else "no",
+                               kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
         self._deepspeed = self.acc.distributed_type == DistributedType.DEEPSPEED
         device = str(self.acc.device)
         self.out = Path(cfg.out)
