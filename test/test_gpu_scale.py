@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import BACKBONES, random_image
 from torch.overrides import TorchFunctionMode
 
-from conftest import BACKBONES, random_image
 from twinbrain_ros.model import Observation
 from twinbrain_ros.model.action_expert import FlowMatchingActionExpert, gaussian_noise
 from twinbrain_ros.model.configuration_twinbrain import ActionExpertConfig
@@ -105,7 +105,7 @@ def _adam_pair(state_dtype):
     reference[0] = ours[0].clone()
     ref_params = [torch.nn.Parameter(t.clone()) for t in reference]
     our_params = [torch.nn.Parameter(ours[0].bfloat16()), torch.nn.Parameter(ours[1].clone())]   # bf16 + fp32
-    kw = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
+    kw = {"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1, "eps": 1e-8}
     return (ref_params, torch.optim.AdamW(ref_params, foreach=False, **kw),
             our_params, MasterWeightAdamW(our_params, state_dtype=state_dtype, **kw))
 

@@ -138,7 +138,7 @@ def test_bf16_memory_plan_trains_only_the_right_things_saves_them_in_bf16_and_re
     is trained, in the dtype it is trained in; resume is exact (the masters are in training_state.pt)."""
     from safetensors.torch import load_file
 
-    kw = dict(steps=4, save_every=2, val_every=1000, precision="bf16", gradient_checkpointing=True)
+    kw = {"steps": 4, "save_every": 2, "val_every": 1000, "precision": "bf16", "gradient_checkpointing": True}
     trainer = Trainer(_cfg(dataset, tmp_path / "bf16", **kw))
     result = trainer.run()
     model, optimizer = trainer.policy.model, trainer.optimizer.optimizer

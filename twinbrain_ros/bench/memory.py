@@ -29,8 +29,8 @@ import argparse
 import torch
 
 from ..model import ActionExpertConfig, TwinBrainConfig
-from ..model.backbone import (BACKBONES, REAL_IMAGE_PIXELS, _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config,
-                              tiny_config)
+from ..model.backbone import BACKBONES, REAL_IMAGE_PIXELS, _token_ids, build_tiny_tokenizer, qwen3_vl_4b_config
+from ..model.backbone import tiny_config as tiny_base_config
 from ..model.modeling_twinbrain import TwinBrainVLA
 from .stats import emit
 
@@ -44,7 +44,7 @@ def build_meta_model(preset: str) -> TwinBrainVLA:
         config = TwinBrainConfig(backbone="qwen3_vl", expert=ActionExpertConfig())
     elif preset == "tiny":
         tokenizer = build_tiny_tokenizer()
-        base_config = tiny_config("qwen3_vl", len(tokenizer), _token_ids(tokenizer))
+        base_config = tiny_base_config("qwen3_vl", len(tokenizer), _token_ids(tokenizer))
         config = TwinBrainConfig(backbone="qwen3_vl", expert=ActionExpertConfig(width=64, heads=4, layers=4,
                                                                                    future_tokens=2, state_hidden=64))
     else:
