@@ -2,6 +2,7 @@
 deploys as a policy and the Left brain is untouched."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,41 @@ def test_delta_actions_refuse_names_that_do_not_line_up(dataset, tmp_path):
         tiny_config(delta_action_mask=[True, False])
     with pytest.raises(ValueError, match="state_dim >= action_dim"):
         tiny_config(state_dim=3, delta_action_mask=[True] * 7)
+
+
+def test_bf16_memory_plan_trains_only_the_right_things_saves_them_in_bf16_and_resumes_exactly(dataset, tmp_path):
+    """--precision bf16 (the CUDA default), run here on the CPU: Left bf16 with no grads and no optimizer
+    state, Right bf16 with fp32 master copies in the optimizer, expert fp32; the checkpoint holds only what
+    is trained, in the dtype it is trained in; resume is exact (the masters are in training_state.pt)."""
+    from safetensors.torch import load_file
+
+    kw = {"steps": 4, "save_every": 2, "val_every": 1000, "precision": "bf16", "gradient_checkpointing": True}
+    trainer = Trainer(_cfg(dataset, tmp_path / "bf16", **kw))
+    result = trainer.run()
+    model, optimizer = trainer.policy.model, trainer.optimizer.optimizer
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad and p.grad is None
+               for p in model.left.parameters())
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimized for p in model.left.parameters())
+    assert all(p.dtype == torch.bfloat16 and id(p) in optimized for p in model.right.parameters())
+    head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
+    assert all(p.dtype == torch.float32 and id(p) in optimized for p in head)
+    for p in model.right.parameters():
+        master = optimizer.state[p]["master"]
+        assert master.dtype == torch.float32 and torch.equal(master.bfloat16(), p.detach())
+    saved = load_file(str(tmp_path / "bf16" / "final" / "model.safetensors"))
+    assert saved.keys() == model.trainable_state_dict().keys() and not any(k.startswith("left.") for k in saved)
+    assert {saved[k].dtype for k in saved if k.startswith("right.")} == {torch.bfloat16}
+    assert {saved[k].dtype for k in saved if not k.startswith("right.")} == {torch.float32}
+
+    resumed = Trainer(_cfg(dataset, tmp_path / "bf16-resumed", **kw), resume=str(tmp_path / "bf16" / "step-000002"))
+    again = resumed.run()
+    losses = [r["loss"] for r in _losses(tmp_path / "bf16")]
+    assert [r["loss"] for r in _losses(tmp_path / "bf16-resumed")] == losses[2:]
+    a = load_file(str(Path(result["checkpoint"]) / "model.safetensors"))
+    b = load_file(str(Path(again["checkpoint"]) / "model.safetensors"))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    policy = TwinBrainPolicy.from_checkpoint(result["checkpoint"], device="cpu")    # deploys (fp32 on the CPU)
+    chunk = policy.predict([np.zeros((48, 48, 3), np.uint8)] * 2, np.zeros(7), "touch the green cube", seed=0)
+    assert chunk.shape == (8, 7) and np.all(np.isfinite(chunk))

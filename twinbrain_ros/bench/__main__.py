@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop", "rollout": "rollout",
-           "sensitivity": "sensitivity", "safety": "safety", "ruckig": "ruckig_compare"}
+BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop",
+           "rollout": "rollout", "sensitivity": "sensitivity", "memory": "memory", "safety": "safety",
+           "ruckig": "ruckig_compare"}
 
 
 def main(argv=None) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_twinbrain import ActionExpertConfig
+from .euler_graph import CapturedEulerLoop
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -35,7 +36,16 @@ def sample_flow_time(batch: int, device, generator=None) -> torch.Tensor:
 
 def _beta_with_generator(batch: int, generator: torch.Generator) -> torch.Tensor:
     # Beta(a, 1) by inversion: u = U^(1/a); deterministic under a torch.Generator.
-    return torch.rand(batch, generator=generator) ** (1.0 / 1.5)
+    return torch.rand(batch, generator=generator, device=generator.device) ** (1.0 / 1.5)
+
+
+def gaussian_noise(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """N(0, 1) of ``shape`` on ``device``. With a generator the draw is made on the generator's own device
+    and then moved: torch refuses a CPU generator for a CUDA tensor, and drawing on the CPU also makes the
+    noise of a seeded step the same on every device."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
 class AdaLayerNorm(nn.Module):
@@ -99,6 +109,11 @@ class FlowMatchingActionExpert(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(cfg, cross=(i % 2 == 0)) for i in range(cfg.layers))
         self.norm_out = AdaLayerNorm(w)
         self.decoder = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, action_dim))
+        self._captured_loop: CapturedEulerLoop | None = None
+
+    def use_captured_loop(self, enabled: bool = True, compile_backend: str | None = None) -> None:
+        """``sample``'s Euler loop as one captured static-shape graph (a CUDA graph on CUDA; euler_graph.py)."""
+        self._captured_loop = CapturedEulerLoop(self, compile_backend) if enabled else None
 
     def encode_condition(self, features: torch.Tensor, mask: torch.Tensor):
         """VLM features (B, T, D) + padding mask (B, T) -> per-cross-block (K, V) and SDPA mask."""
@@ -119,22 +134,40 @@ class FlowMatchingActionExpert(nn.Module):
         x = self.norm_out(x, temb)[:, -self.chunk_length:]
         return self.decoder(x)
 
+    def flow_noise(self, rows: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε, t) for ``rows`` = samples × draws loss rows, on the generator's device (the CPU without one).
+        Drawn for a whole batch so that a data-parallel process can take its own rows of the global draw."""
+        device = "cpu" if generator is None else generator.device
+        noise = gaussian_noise((rows, self.chunk_length, self.action_dim), device, generator)
+        return noise, sample_flow_time(rows, device, generator)
+
     def loss(self, condition, actions: torch.Tensor, action_mask: torch.Tensor | None = None,
-             draws: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Flow-matching MSE with ``draws`` fresh (ε, t) per sample; padded chunk steps masked out."""
+             draws: int = 1, generator: torch.Generator | None = None,
+             flow_noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+             mask_total: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Flow-matching MSE with ``draws`` fresh (ε, t) per sample; padded chunk steps masked out.
+
+        ``flow_noise``: explicit (ε, t) for the B·draws rows (sample i's draws are rows i·draws...);
+        otherwise drawn here from ``generator``. ``mask_total``: the sum of ``action_mask`` the masked
+        mean divides by (default: this batch's); a data-parallel process passes global sum / processes
+        so that the gradient average over processes is exactly the one-process loss's gradient."""
         kvs, cond_mask = condition
         b = actions.shape[0]
         rep = lambda x: x.repeat_interleave(draws, dim=0)  # noqa: E731 - VLM features shared by the draws
         condition = ([None if kv is None else (rep(kv[0]), rep(kv[1])) for kv in kvs], rep(cond_mask))
         a = rep(actions.float())
-        noise = torch.randn(a.shape, device=a.device, generator=generator)
-        t = sample_flow_time(b * draws, a.device, generator)
+        noise, t = flow_noise if flow_noise is not None else self.flow_noise(b * draws, generator)
+        if noise.shape != a.shape or t.shape != (b * draws,):
+            raise ValueError(f"flow_noise for {b} samples x {draws} draws must be (ε {tuple(a.shape)}, "
+                             f"t ({b * draws},)), got ({tuple(noise.shape)}, {tuple(t.shape)})")
+        noise, t = noise.to(a.device, torch.float32), t.to(a.device, torch.float32)
         x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * a
         err = (self.velocity(x_t, t, condition) - (a - noise)) ** 2
         if action_mask is None:
             return err.mean()
         m = rep(action_mask.float())[:, :, None]
-        return (err * m).sum() / (m.sum() * self.action_dim).clamp_min(1.0)
+        total = m.sum() if mask_total is None else torch.as_tensor(mask_total, dtype=m.dtype, device=m.device) * draws
+        return (err * m).sum() / (total * self.action_dim).clamp_min(1.0)
 
     @torch.no_grad()
     def sample(self, condition, batch: int, steps: int, generator: torch.Generator | None = None,
@@ -142,9 +175,10 @@ class FlowMatchingActionExpert(nn.Module):
         """Euler integration from noise (t=0) to actions (t=1): (B, H, action_dim) normalised actions."""
         device = condition[1].device
         if noise is None:
-            noise = torch.randn((batch, self.chunk_length, self.action_dim), generator=generator,
-                                device="cpu" if generator is None else generator.device)
+            noise = gaussian_noise((batch, self.chunk_length, self.action_dim), "cpu", generator)
         x = noise.to(device=device, dtype=torch.float32)
+        if self._captured_loop is not None:
+            return self._captured_loop(condition, x, steps)
         dt = 1.0 / steps
         for k in range(steps):
             t = torch.full((batch,), k * dt, device=device)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 ATTN_IMPLEMENTATION = "twinbrain_asymot"
+EAGER_ATTN_IMPLEMENTATION = "twinbrain_asymot_eager"
 
 
 @dataclass
@@ -53,9 +54,7 @@ def build_joint_mask(left_mask: torch.Tensor | None, right_mask: torch.Tensor) -
     return torch.cat([left_part, right_part], dim=-1)[:, None]
 
 
-def asymot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                     asymot: AsymotContext | None = None, **_):
-    """Drop-in for transformers' attention functions: returns (B, T, heads, d), None."""
+def _joint_keys_values(module, key, value, asymot: AsymotContext | None, groups: int):
     if asymot is None:
         raise RuntimeError("the Right brain's attention needs an AsymotContext (call it through TwinBrainVLA)")
     if asymot.left_kv is not None:
@@ -63,15 +62,40 @@ def asymot_attention(module, query, key, value, attention_mask, scaling=None, dr
         # stop_grad: the Left brain is frozen and must never receive gradients through Right.
         key = torch.cat([k_left.detach().to(key.dtype), key], dim=2)
         value = torch.cat([v_left.detach().to(value.dtype), value], dim=2)
+    if groups > 1:
+        # No fused CUDA kernel (flash / memory-efficient) takes enable_gqa together with an explicit mask,
+        # so SDPA would fall back to the math kernel; repeat K/V per query head instead (as transformers'
+        # own SDPA path does whenever it passes a mask).
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    return key, value
+
+
+def asymot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                     asymot: AsymotContext | None = None, **_):
+    """Drop-in for transformers' attention functions: returns (B, T, heads, d), None."""
+    key, value = _joint_keys_values(module, key, value, asymot, query.shape[1] // key.shape[1])
     out = F.scaled_dot_product_attention(
         query, key, value, attn_mask=asymot.mask, scale=scaling,
         dropout_p=dropout if module.training else 0.0,
-        enable_gqa=query.shape[1] != key.shape[1],
     )
     return out.transpose(1, 2).contiguous(), None
 
 
+def asymot_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                           asymot: AsymotContext | None = None, **_):
+    """The same joint attention as explicit matmul + softmax (what the reference implementation runs):
+    the baseline of `twinbrain-bench inference` and the reference the fused path is tested against."""
+    key, value = _joint_keys_values(module, key, value, asymot, query.shape[1] // key.shape[1])
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    weights = weights.masked_fill(~asymot.mask, torch.finfo(weights.dtype).min)
+    weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
 AttentionInterface.register(ATTN_IMPLEMENTATION, asymot_attention)
+AttentionInterface.register(EAGER_ATTN_IMPLEMENTATION, asymot_eager_attention)
 
 
 def use_asymot_attention(text_model: torch.nn.Module) -> None:

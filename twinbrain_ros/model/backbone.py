@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
@@ -75,17 +75,53 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    return _with_qwen_specials(tok)
+
+
+# Words of the prompts (prompts.py, the sim's tasks) the word tokenizer learns whole, as Qwen's BPE
+# (151k tokens) encodes common English words as one token each.
+PROMPT_WORDS = (
+    "system user assistant You are a helpful robot brain that can understand images and texts. "
+    "Instruction: Robot: 6-DoF arm with parallel gripper. State: Predict the next action. "
+    "pick up the red cube push the blue cube to the left touch the green cube lift it high put place move "
+    "open close grasp on in of from right top side table slowly quickly yellow block bowl drawer"
+)
+
+
+def build_word_tokenizer() -> PreTrainedTokenizerFast:
+    """A tokenizer whose prompts are as long as with Qwen's real one: byte-level BPE with merges trained
+    here on the prompts' words (unknown words fall back to bytes), for benchmarks that need real token
+    counts without downloading the real tokenizer."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=4096, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    words = PROMPT_WORDS.split()
+    tok.train_from_iterator(words + [" " + w for w in words], trainer)   # after a space and at a line start
+    return _with_qwen_specials(tok)
+
+
+def _with_qwen_specials(tok: Tokenizer) -> PreTrainedTokenizerFast:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:])})
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def build_image_processor(kind: str, patch_size: int, max_side: int = 448):
+# The real checkpoints' preprocessor_config.json: (patch size, min pixels, max pixels), merge size 2.
+# Qwen3-VL's min_pixels of 256² upsizes a 224² camera image to 256²: 64 image tokens, as the real model sees.
+REAL_IMAGE_PIXELS = {"qwen3_vl": (16, 256 * 256, 16777216), "qwen2_5_vl": (14, 56 * 56, 12845056)}
+
+
+def build_image_processor(kind: str, patch_size: int, max_side: int = 448, real: bool = False):
+    """The tiny presets' processor (small images stay small); ``real``: the real checkpoint's pixel limits."""
     # The PIL backend: the default one needs torchvision, which is not installed beside torch 2.13 here.
+    min_pixels, max_pixels = (2 * patch_size) ** 2, max_side * max_side
+    if real:
+        patch_size, min_pixels, max_pixels = REAL_IMAGE_PIXELS[kind]
     return Qwen2VLImageProcessorPil(
-        patch_size=patch_size, merge_size=2, temporal_patch_size=2,
-        min_pixels=(2 * patch_size) ** 2, max_pixels=max_side * max_side,
+        patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=min_pixels, max_pixels=max_pixels,
     )
 
 
@@ -140,14 +176,15 @@ def qwen3_vl_4b_config(vocab_size: int = 151936, token_ids: dict | None = None) 
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
 
 
-def build_base(kind: str, config=None, seed: int = 0, tokenizer=None) -> BaseVLM:
-    """A base VLM from a config (random weights). Tiny by default."""
+def build_base(kind: str, config=None, seed: int = 0, tokenizer=None, real_image_processor: bool = False) -> BaseVLM:
+    """A base VLM from a config (random weights). Tiny by default; ``real_image_processor``: images are
+    sized (and so tokenized) as the real checkpoint's processor does."""
     tokenizer = tokenizer or build_tiny_tokenizer()
     config = config or tiny_config(kind, len(tokenizer), _token_ids(tokenizer))
     torch.manual_seed(seed)
     model = BACKBONES[kind][1](config).eval()
     patch = config.vision_config.patch_size
-    return BaseVLM(model, tokenizer, build_image_processor(kind, patch), kind)
+    return BaseVLM(model, tokenizer, build_image_processor(kind, patch, real=real_image_processor), kind)
 
 
 def make_tiny_base(directory: str | Path, kind: str = "qwen3_vl", seed: int = 0) -> Path:

@@ -107,16 +107,17 @@ class TwinBrainVLA(nn.Module):
         return hidden, inputs["right"]["attention_mask"]
 
     def forward(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, flow_noise=None, mask_total=None) -> torch.Tensor:
         """The training loss (a forward, so DDP/accelerate wrappers see it)."""
-        return self.loss(inputs, state, actions, action_mask, generator)
+        return self.loss(inputs, state, actions, action_mask, generator, flow_noise, mask_total)
 
     def loss(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, flow_noise=None, mask_total=None) -> torch.Tensor:
+        """See ``FlowMatchingActionExpert.loss`` for ``flow_noise`` / ``mask_total``."""
         hidden, mask = self.features(inputs, state)
         condition = self.action_expert.encode_condition(hidden, mask)
         return self.action_expert.loss(condition, actions, action_mask, self.config.noise_draws_per_sample,
-                                       generator)
+                                       generator, flow_noise, mask_total)
 
     @torch.no_grad()
     def sample(self, inputs: dict, state: torch.Tensor, steps: int | None = None,
