@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench closed-loop clean
+.PHONY: venv demo test lint bench closed-loop clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest test
+
+lint: $(STAMP)   # ruff is pinned in requirements.txt; rules in pyproject.toml
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(VENV)/bin/twinbrain-bench inference --preset tiny

@@ -43,7 +43,8 @@ def generate_interfaces(work: Path) -> Path:
                          "(apt install cmake g++)")
     subprocess.run([cmake, "-S", src, "-B", build, f"-DCMAKE_PREFIX_PATH={sys.prefix}",
                     f"-DPython3_EXECUTABLE={sys.executable}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
-                    "-DTWINBRAIN_INTERFACES_ONLY=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN", "-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release"],
+                    "-DTWINBRAIN_INTERFACES_ONLY=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN", "-DBUILD_TESTING=OFF",
+                    "-DCMAKE_BUILD_TYPE=Release"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([cmake, "--build", build, "--target", "install", "-j", str(os.cpu_count() or 2)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
@@ -55,7 +56,8 @@ class BuildWithInterfaces(build_py):
 
     def run(self):
         prefix = generate_interfaces(HERE / "build" / "interfaces")
-        generated = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / PACKAGE
+        python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        generated = prefix / "lib" / python / "site-packages" / PACKAGE
         target = HERE / PACKAGE if getattr(self, "editable_mode", False) else Path(self.build_lib) / PACKAGE
         target.mkdir(parents=True, exist_ok=True)
         for sub in ("msg", "srv"):

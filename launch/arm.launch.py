@@ -6,11 +6,11 @@ Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runne
 robot file (`config:=`, default config/arm.yaml), then the launch arguments.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from twinbrain_ros import graph
 
 
@@ -23,7 +23,8 @@ def _nodes(context):
     namespace = LaunchConfiguration("namespace").perform(context)
     return [
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
-             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim, record)],
+             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim,
+                                                                               record)],
              output="screen",
              emulate_tty=True)
         for spec in graph.nodes(use_sim, record)

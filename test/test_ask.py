@@ -37,7 +37,8 @@ def plain_generate(base_dir, kind, images, question, max_new_tokens):
     enc = tokenizer(text.replace("<|placeholder|>", "<|image_pad|>"), return_tensors="pt", add_special_tokens=False)
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     with torch.no_grad():
-        out = model.generate(**enc, **(vision if images else {}), mm_token_type_ids=(enc["input_ids"] == image_id).int(),
+        out = model.generate(**enc, **(vision if images else {}),
+                             mm_token_type_ids=(enc["input_ids"] == image_id).int(),
                              max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return out[0, enc["input_ids"].shape[1]:].tolist()
@@ -55,7 +56,8 @@ def test_ask_equals_plain_transformers_generate(make_policy, tiny_base_dirs, kin
     assert ours != policy.answer_ids({"front": random_image(3, 64, 80), "wrist": wrist}, question, 12)
     assert ours != policy.answer_ids({"front": front, "wrist": wrist}, "What colour is the table?", 12)
     # one camera of two, and text only
-    assert policy.answer_ids({"wrist": wrist}, question, 6) == plain_generate(tiny_base_dirs[kind], kind, [wrist], question, 6)
+    assert policy.answer_ids({"wrist": wrist}, question, 6) == plain_generate(tiny_base_dirs[kind], kind, [wrist],
+                                                                              question, 6)
     assert policy.answer_ids({}, question, 6) == plain_generate(tiny_base_dirs[kind], kind, [], question, 6)
     # predicting actions does not change what the Left brain says
     policy.predict([front, wrist], np.zeros(7), "touch the cube", seed=0)
@@ -100,7 +102,8 @@ def test_policy_node_ask_service_answers_from_the_live_frames_while_acting(graph
     n = commands.count()
     answer = _ask(graph, "Which cube is closest to the gripper?")
     assert answer.success, answer.message
-    frames = {c: np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3) for c, m in graph.feed.images.items()}
+    frames = {c: np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3)
+              for c, m in graph.feed.images.items()}
     assert answer.answer == policy.ask(frames, "Which cube is closest to the gripper?", 10)
     assert answer.observation_stamp.sec > 0
     assert graph.wait_for(lambda: commands.count() > n + 20), "setpoints stopped around the question"

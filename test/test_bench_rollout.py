@@ -23,7 +23,8 @@ def test_graph_like_rollout_runs_chunks_through_executor_and_limiter(tiny_base_d
 
     config = load_config()
     shared = node_params(config, "safety_node")
-    policy = CountingPolicy(TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"]))
+    base = TwinBrainPolicy.from_tiny_preset(tiny_base_dirs["qwen3_vl"], camera_names=["front", "wrist"])
+    policy = CountingPolicy(base)
     sim = ArmSim(image_size=(64, 64))
     try:
         result = rollout_like_graph(policy, sim, seed=10_000, task="touch", seconds=1.0, latency=0.25, config=config)

@@ -41,7 +41,8 @@ def test_round_trip(tmp_path):
     ep = ds.episodes[1]
     data = ds.episode_data(ep)
     np.testing.assert_allclose(data["observation.state"][:, 0], 1 + np.arange(8) / 10, rtol=1e-6)
-    np.testing.assert_allclose(data["timestamp"], 0.1 * np.arange(8) + 0.003 * (np.arange(8) % 2), atol=1e-6)  # real stamps
+    np.testing.assert_allclose(data["timestamp"], 0.1 * np.arange(8) + 0.003 * (np.arange(8) % 2),
+                               atol=1e-6)  # real stamps
     assert list(data["index"]) == list(range(8, 16)) and set(data["task_index"]) == {1}
     frames = ds.episode_frames(ep, "observation.images.front")
     assert frames.shape == (8, 48, 64, 3)
@@ -63,7 +64,8 @@ def test_appending_and_schema_mismatch(tmp_path):
         LeRobotV3Writer(tmp_path / "ds", other)
     with pytest.raises(DatasetError, match="refusing to append.*fps 10 there, 30 here"):
         LeRobotV3Writer(tmp_path / "ds", Schema(30, {"front": (48, 64)}, NAMES, NAMES))
-    with pytest.raises(DatasetError, match=r"observation\.images\.front: .*\[48, 64, 3\].* there, .*\[96, 128, 3\].* here"):
+    with pytest.raises(DatasetError,
+                       match=r"observation\.images\.front: .*\[48, 64, 3\].* there, .*\[96, 128, 3\].* here"):
         LeRobotV3Writer(tmp_path / "ds", Schema(10, {"front": (96, 128)}, NAMES, NAMES))   # only a camera size differs
 
 

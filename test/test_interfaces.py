@@ -77,9 +77,11 @@ def test_colcon_layout_installs_generated_and_hand_written_code_side_by_side(tmp
         print(twinbrain_ros.__file__)
         rclpy.shutdown()
     """)
-    env = dict(os.environ, PYTHONPATH=str(site), LD_LIBRARY_PATH=f"{prefix / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+    env = dict(os.environ, PYTHONPATH=str(site),
+               LD_LIBRARY_PATH=f"{prefix / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}",
                AMENT_PREFIX_PATH=f"{prefix}:{sys.prefix}")
     env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)   # let the wheels' bootstrap re-exec with their library path
-    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert Path(done.stdout.strip().splitlines()[-1]).is_relative_to(site)

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import random_image
+
 from twinbrain_ros.model import TwinBrainConfig, TwinBrainPolicy, load_base
 
 

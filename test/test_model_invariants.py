@@ -5,8 +5,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from conftest import BACKBONES, random_image
+
 from twinbrain_ros.model import Observation, TwinBrainPolicy, load_base
 from twinbrain_ros.model.asymot import build_joint_mask
 

@@ -12,10 +12,10 @@ from std_srvs.srv import Trigger
 from test_safety_limiter import check_outputs
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from twinbrain_ros.bench.fake_arm import FakeArm
 from twinbrain_ros.msg import ActionChunk, SafetyStatus
 from twinbrain_ros.nodes.policy_node import PolicyNode
 from twinbrain_ros.nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
-from twinbrain_ros.bench.fake_arm import FakeArm
 from twinbrain_ros.nodes.safety_node import SafetyNode
 
 JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
@@ -44,8 +44,8 @@ def _status(rec, name):
 
 def _limits():
 
-    from twinbrain_ros.nodes.params import joint_limits
     from twinbrain_ros.graph import load_config, node_params
+    from twinbrain_ros.nodes.params import joint_limits
     shared = node_params(load_config(), "safety_node")
     return joint_limits(shared)
 
@@ -69,7 +69,8 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.25)
     # every chunk has H x 7 actions stamped with its observation
     chunk = chunks.messages[-1]
-    assert (chunk.mode, chunk.horizon, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 16, 7, JOINTS)
+    assert (chunk.mode, chunk.horizon, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 16, 7,
+                                                                                JOINTS)
     assert action_chunk_array(chunk).shape == (16, 7) and chunk.instruction == "pick up the red cube"
     assert duration_to_sec(chunk.step_period) == pytest.approx(0.1) and duration_to_sec(chunk.inference_latency) > 0
     # stamped with the observation it was computed from: a camera stamp from the past, not publish time
@@ -77,7 +78,8 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     # the controller gets this tick's point one period after the tick's stamp, then the stop it would
     # follow alone (at rest at the end), with velocities
     msg = controller.messages[-1]
-    assert 0 < stamp_to_sec(msg.header.stamp) <= graph.io.get_clock().now().nanoseconds * 1e-9 and msg.joint_names == JOINTS
+    assert 0 < stamp_to_sec(msg.header.stamp) <= graph.io.get_clock().now().nanoseconds * 1e-9
+    assert msg.joint_names == JOINTS
     assert duration_to_sec(msg.points[0].time_from_start) == pytest.approx(0.01)
     assert all(len(p.velocities) == 7 for p in msg.points) and not any(msg.points[-1].velocities)
 
@@ -112,7 +114,8 @@ def test_new_instruction_replans(graph, tiny_base_dirs):
     assert graph.wait_for(lambda: len(chunks.since(t_switch + 0.3)) > 1)
     after = action_chunk_array(chunks.since(t_switch + 0.3)[-1])
     assert not np.allclose(first, after), "the chunk did not change with the instruction"
-    assert graph.wait_for(lambda: _status(diags, "twinbrain: policy")[1].get("instruction") == "push the blue cube to the left")
+    instruction = lambda: _status(diags, "twinbrain: policy")[1].get("instruction")  # noqa: E731
+    assert graph.wait_for(lambda: instruction() == "push the blue cube to the left")
 
 
 class FailingModel:
@@ -163,7 +166,8 @@ def test_model_exception_keeps_node_alive_with_error_and_no_motion(graph, tiny_b
     graph.start_feed()
     graph.publish_instruction("pick up the red cube")
     assert graph.wait_for(lambda: node.stats["model_errors"] > 3)
-    assert graph.wait_for(lambda: (_status(diags, "twinbrain: policy")[0] or DiagnosticStatus()).level == DiagnosticStatus.ERROR)
+    level = lambda: (_status(diags, "twinbrain: policy")[0] or DiagnosticStatus()).level  # noqa: E731
+    assert graph.wait_for(lambda: level() == DiagnosticStatus.ERROR)
     status, values = _status(diags, "twinbrain: policy")
     assert "out of memory" in status.message
     assert commands.count() == 0
@@ -236,7 +240,8 @@ def _quiet(rec, seconds):
 
 
 def _send(pub, names, positions):
-    pub.publish(JointTrajectory(joint_names=list(names), points=[JointTrajectoryPoint(positions=[float(p) for p in positions])]))
+    pub.publish(JointTrajectory(joint_names=list(names),
+                                points=[JointTrajectoryPoint(positions=[float(p) for p in positions])]))
 
 
 def _check_limits(outputs):
@@ -285,7 +290,8 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     assert graph.wait_for(lambda: _quiet(controller, 0.3)), "the arm did not come to rest under the watchdog"
     _check_limits(controller.messages)
     status, values = _status(diags, "twinbrain: safety")
-    for kind in ("interventions.nan", "interventions.unknown_joint", "interventions.position", "interventions.watchdog"):
+    for kind in ("interventions.nan", "interventions.unknown_joint", "interventions.position",
+                 "interventions.watchdog"):
         assert int(values.get(kind, 0)) > 0, kind
     # SafetyStatus: per-joint flags of the limits that acted, counters, watchdog state
     assert any(np.any(np.asarray(m.limit_flags) & SafetyStatus.LIMIT_POSITION) for m in statuses.messages)
@@ -297,7 +303,8 @@ def test_safety_node_limits_adversarial_flood_watchdog_and_estop(graph):
     assert last.rejected_commands == counters["nan"] + counters["unknown_joint"]   # the flood's only refusals
     assert last.limited_commands > 0 and last.watchdog_trips >= 1 and last.last_rejection
     n_status = statuses.count()
-    assert graph.wait_for(lambda: statuses.count() >= n_status + 2, 5.0), "no periodic SafetyStatus while nothing changes"
+    periodic = graph.wait_for(lambda: statuses.count() >= n_status + 2, 5.0)
+    assert periodic, "no periodic SafetyStatus while nothing changes"
 
     # e-stop by topic latches; a False on the topic does not release; commands are refused until release
     estop_pub.publish(Bool(data=True))

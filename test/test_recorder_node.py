@@ -3,9 +3,9 @@
 import time
 
 from rclpy.parameter import Parameter
+from ros_harness import RosGraph
 from std_srvs.srv import Trigger
 
-from ros_harness import RosGraph
 from twinbrain_ros.data.lerobot_v3 import LeRobotV3Dataset
 from twinbrain_ros.nodes.recorder_node import RecorderNode
 from twinbrain_ros.nodes.sim_arm_node import SimArmNode
@@ -22,7 +22,8 @@ def test_records_expert_episodes_into_a_loadable_dataset(tmp_path):
         recorder = graph.add(RecorderNode(context=graph.context, parameter_overrides=[
             Parameter("dataset_dir", value=str(tmp_path / "ds")), Parameter("image_width", value=64),
             Parameter("image_height", value=64)]))
-        assert graph.wait_for(lambda: recorder.sync.instruction == "touch the green cube" and recorder.command is not None)
+        ready = lambda: recorder.sync.instruction == "touch the green cube" and recorder.command is not None  # noqa: E731
+        assert graph.wait_for(ready)
         assert graph.call(Trigger, "/recorder_node/stop").success is False      # not recording yet
         started = graph.call(Trigger, "/recorder_node/start")
         assert started.success, started.message

@@ -104,7 +104,8 @@ def test_names_are_reordered_and_bad_commands_rejected_and_counted():
     lim = make()
     res = lim.limit(["j3", "j1", "j2"], [0.0003, 0.0001, 0.0002], DT)
     assert res.positions[0] < res.positions[1] < res.positions[2]
-    for names, values, kind in [(["j1", "j2", "jX"], [0, 0, 0], "unknown_joint"), (["j1", "j2"], [0, 0], "missing_joint"),
+    for names, values, kind in [(["j1", "j2", "jX"], [0, 0, 0], "unknown_joint"),
+                                (["j1", "j2"], [0, 0], "missing_joint"),
                                 (NAMES, [0, np.nan, 0], "nan"), (NAMES, [0, np.inf, 0], "nan"),
                                 (["j1", "j1", "j2", "j3"], [0, 0, 0, 0], "malformed")]:
         with pytest.raises(CommandRejected) as err:
@@ -342,3 +343,19 @@ def test_random_fault_sequences_never_violate_a_limit(sequence):
             segment.append(lim.step(now).positions)
             check_horizon(lim, segment)
     check_outputs(segment, lim)
+
+
+def test_tracking_error_is_measured_against_the_output_at_the_samples_stamp():
+    """Feedback arrives late: the arm's state from 0.2 s ago, compared with the output of 0.2 s ago, is on
+    track; compared with the current output it would be 0.4 rad off (a false fault at speed)."""
+    lim, _, now = moving_limiter(0.9, 10)
+    lim.max_tracking_error = 0.3
+    for _ in range(20):                          # 0.2 s more at 2 rad/s: 0.4 rad
+        now += DT
+        lim.limit(NAMES, np.full(3, 0.9), now)
+    earlier = lim.commanded_at(now - 0.2)
+    assert np.abs(lim.q - earlier).max() > 0.3
+    lim.observe(earlier, now, stamp=now - 0.2)
+    assert not lim.faults
+    lim.observe(earlier, now)                    # the same state taken as current: a real tracking error
+    assert "tracking_error" in lim.faults

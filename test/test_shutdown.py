@@ -9,9 +9,9 @@ import time
 
 import pytest
 import yaml
+from ros_harness import RosGraph
 from trajectory_msgs.msg import JointTrajectory
 
-from ros_harness import RosGraph
 from twinbrain_ros import graph as graph_spec
 
 NODES = ["sim_arm_node", "policy_node", "safety_node"]

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import yaml
 from rclpy.qos import qos_profile_sensor_data
+from ros_harness import RosGraph
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ros_harness import RosGraph
 from twinbrain_ros import graph as graph_spec
 from twinbrain_ros.cli import running_graph
 

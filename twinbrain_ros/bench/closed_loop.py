@@ -41,7 +41,8 @@ def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_siz
     trainer = Trainer(cfg)
     untrained = str(trainer.save(out / "untrained"))
     result = trainer.run()
-    info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right, "delta_actions": delta,
+    info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
+            "delta_actions": delta,
             "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss()}
     (out / "train_info.json").write_text(json.dumps(info))
     return untrained, result["checkpoint"], info
@@ -88,7 +89,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         node = rclpy.create_node("closed_loop_eval")
         success = threading.Event()
         node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, LATCHED)
-        stop, release = node.create_client(Trigger, "/safety_node/estop"), node.create_client(Trigger, "/safety_node/release")
+        stop, release = node.create_client(Trigger, "/safety_node/estop"), node.create_client(Trigger,
+                                                                                              "/safety_node/release")
         reset = node.create_client(Trigger, "/sim_arm/reset")
         new_episode = node.create_client(Trigger, "/policy_node/reset")
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
@@ -110,7 +112,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         finally:
             node.destroy_node()
             rclpy.try_shutdown()
-    return {"success_rate": round(sum(results) / len(results), 3), "successes": int(sum(results)), "episodes": len(results),
+    return {"success_rate": round(sum(results) / len(results), 3), "successes": int(sum(results)),
+            "episodes": len(results),
             "failed_seeds": [s for s, ok in zip(seeds, results) if not ok]}
 
 

@@ -9,8 +9,8 @@ the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the im
 ``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
 the policy_node's chunk check and executor (clamp / slow-down and blend settings from the layered config)
 at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk,
-and every setpoint through the safety limiter built from the same config. It separates what the model does from what the graph
-(transport, timing under load, processes) does to it.
+and every setpoint through the safety limiter built from the same config. It separates what the model
+does from what the graph (transport, timing under load, processes) does to it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
 from ..nodes.params import joint_limits
 from ..nodes.safety_params import SafetyConfig
-from ..runtime.chunk_executor import ChunkExecutor
 from ..runtime.chunk_admission import ChunkAdmission
+from ..runtime.chunk_executor import ChunkExecutor
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import checkpoint_bench_parser, emit
 
@@ -107,7 +107,8 @@ def main(argv=None) -> None:
           "closest_xy_error_m_mean": round(float(np.linalg.norm(tcp[:, :2] - cube[:, :2], axis=1).mean()), 4),
           "closest_height_above_cube_m_mean": round(float((tcp[:, 2] - cube[:, 2]).mean()), 4),
           "corr_x": round(corr[0], 3), "corr_y": round(corr[1], 3),
-          "gripper_y_range_m": round(float(np.ptp(tcp[:, 1])), 3), "cube_y_range_m": round(float(np.ptp(cube[:, 1])), 3)})
+          "gripper_y_range_m": round(float(np.ptp(tcp[:, 1])), 3), "cube_y_range_m": round(float(np.ptp(cube[:, 1])),
+                                                                                           3)})
 
 
 if __name__ == "__main__":

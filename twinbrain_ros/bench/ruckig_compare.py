@@ -1,9 +1,9 @@
 """`twinbrain-bench ruckig`: the safety node's per-tick limiter against ruckig's online trajectory
 generation (`pip install ruckig`; not a dependency) on the same command streams, with the limiter's
 property-test oracle: outputs inside the position range, steps within the velocity limit, changes of
-step within the acceleration limit; and how closely each follows the command. Streams: random step commands (including far outside the range)
-held for random durations, and a smooth sine. Also: ticks to settle on a feasible step, CPU per tick.
-One JSON line."""
+step within the acceleration limit; and how closely each follows the command. Streams: random step
+commands (including far outside the range) held for random durations, and a smooth sine. Also: ticks
+to settle on a feasible step, CPU per tick. One JSON line."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     try:
         import ruckig
     except ImportError:
-        raise SystemExit("twinbrain-bench ruckig needs `pip install ruckig` (not a dependency of the package)")
+        raise SystemExit("twinbrain-bench ruckig needs `pip install ruckig` (not a dependency)") from None
     record = {"bench": "ruckig", "ruckig_version": getattr(ruckig, "__version__", "?"), "ticks": args.ticks}
     step = np.tile(np.clip(np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 0.03]), LIMITS.lower, LIMITS.upper),
                    (400, 1))

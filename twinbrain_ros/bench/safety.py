@@ -24,11 +24,11 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ..graph import param_files
 from ..nodes.qos import LATCHED
 from ..nodes.safety_node import SafetyNode
 from ..nodes.safety_params import SafetyConfig
 from .fake_arm import FakeArm
-from ..graph import param_files
 from .ros_graph import CONFIG, RosGraph
 from .stats import emit
 
@@ -99,7 +99,8 @@ class Rig:
         self.proc = self.node = None
         if subprocess_node:
             files = [a for path in param_files() for a in ("--params-file", str(path))]
-            self.proc = subprocess.Popen([sys.executable, "-m", "twinbrain_ros.nodes.safety_node", "--ros-args", *files],
+            self.proc = subprocess.Popen([sys.executable, "-m", "twinbrain_ros.nodes.safety_node", "--ros-args",
+                                          *files],
                                          env=dict(os.environ),
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
@@ -206,7 +207,7 @@ def fresh_publisher_trips(trials: int = 28) -> dict:
     rig = Rig()
     latched = 0
     try:
-        for k in range(trials):
+        for _ in range(trials):
             node = rig.graph.io
             pub = node.create_publisher(Bool, "/safety_node/estop", LATCHED)
             pub.publish(Bool(data=True))

@@ -55,7 +55,8 @@ class Schema:
                 "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
                 "info": {"video.height": h, "video.width": w, "video.codec": codec, "video.pix_fmt": "yuv420p",
                          "video.is_depth_map": False, "video.fps": self.fps, "video.channels": 3, "has_audio": False}}
-        feats["observation.state"] = {"dtype": "float32", "shape": [len(self.state_names)], "names": list(self.state_names)}
+        feats["observation.state"] = {"dtype": "float32", "shape": [len(self.state_names)],
+                                      "names": list(self.state_names)}
         feats["action"] = {"dtype": "float32", "shape": [len(self.action_names)], "names": list(self.action_names)}
         for key, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
                            ("index", "int64"), ("task_index", "int64")):
@@ -87,7 +88,8 @@ def _aggregate(per_episode: list[dict]) -> dict:
     w = counts / counts.sum()
     mean = sum(wi * np.array(s["mean"]) for wi, s in zip(w, per_episode))
     var = sum(wi * (np.array(s["std"]) ** 2 + (np.array(s["mean"]) - mean) ** 2) for wi, s in zip(w, per_episode))
-    out = {"min": np.min([s["min"] for s in per_episode], 0).tolist(), "max": np.max([s["max"] for s in per_episode], 0).tolist(),
+    out = {"min": np.min([s["min"] for s in per_episode], 0).tolist(), "max": np.max([s["max"] for s in per_episode],
+                                                                                     0).tolist(),
            "mean": mean.tolist(), "std": np.sqrt(var).tolist(), "count": [int(counts.sum())]}
     for key in per_episode[0]:
         if key.startswith("q"):
@@ -158,7 +160,9 @@ class LeRobotV3Writer:
             return {k: (v["dtype"], v["shape"], v.get("names")) for k, v in features.items()}
 
         ours, existing = described(expected), described(theirs)
-        differences = [f"fps {reader.info['fps']} there, {self.schema.fps} here"] if reader.info["fps"] != self.schema.fps else []
+        differences = []
+        if reader.info["fps"] != self.schema.fps:
+            differences.append(f"fps {reader.info['fps']} there, {self.schema.fps} here")
         differences += [f"{k}: {existing.get(k, 'absent')} there, {ours.get(k, 'absent')} here"
                         for k in sorted(set(ours) | set(existing)) if ours.get(k) != existing.get(k)]
         if differences:
@@ -261,10 +265,12 @@ class LeRobotV3Writer:
         episodes = pa.Table.from_pylist(self.episodes)
         _atomic_write(self.root / EPISODES_PATH, lambda p: pq.write_table(episodes, p))
         _atomic_write(meta / "tasks.parquet", lambda p: pq.write_table(_tasks_table(self.tasks), p))
-        stats = {k: _aggregate([json.loads(e[f"stats/{k}"]) for e in self.episodes]) for k in ("observation.state", "action")}
+        stats = {k: _aggregate([json.loads(e[f"stats/{k}"]) for e in self.episodes]) for k in ("observation.state",
+                                                                                               "action")}
         _atomic_write(meta / "stats.json", lambda p: p.write_text(json.dumps(stats, indent=2)))
         total = self.episodes[-1]["dataset_to_index"]
-        info = {"codebase_version": CODEBASE_VERSION, "robot_type": self.robot_type, "total_episodes": len(self.episodes),
+        info = {"codebase_version": CODEBASE_VERSION, "robot_type": self.robot_type,
+                "total_episodes": len(self.episodes),
                 "total_frames": total, "total_tasks": len(self.tasks), "chunks_size": CHUNKS_SIZE,
                 "data_files_size_in_mb": 100, "video_files_size_in_mb": 500, "fps": self.schema.fps,
                 "splits": {"train": f"0:{len(self.episodes)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
@@ -287,8 +293,8 @@ class LeRobotV3Dataset:
         if self.info.get("codebase_version") != CODEBASE_VERSION:
             raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r}, expected v3.0")
         self.fps = self.info["fps"]
-        self.episodes = self._read_parquet_rows(sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")),
-                                                "meta/episodes")
+        episode_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        self.episodes = self._read_parquet_rows(episode_files, "meta/episodes")
         self.episodes = [e for e in self.episodes if e["episode_index"] < self.info["total_episodes"]]
         tasks_path = self.root / "meta" / "tasks.parquet"
         if not tasks_path.is_file():
@@ -303,7 +309,8 @@ class LeRobotV3Dataset:
         for ep in self.episodes:
             for path in self.episode_files(ep).values():
                 if not path.is_file():
-                    raise DatasetError(f"dataset incomplete: episode {ep['episode_index']} needs {path}, which is missing")
+                    raise DatasetError(f"dataset incomplete: episode {ep['episode_index']} needs {path}, "
+                                       "which is missing")
 
     def _read_parquet_rows(self, paths, what) -> list[dict]:
         if not paths:

@@ -55,7 +55,8 @@ def load_weights(model, state: dict, source: Path | str) -> None:
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(f"checkpoint weights {source} do not match the model: "
-                         f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+                         f"{len(missing)} missing (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
             raise ValueError(f"checkpoint weights {source}: {key} has shape {tuple(tensor.shape)}, "

@@ -29,8 +29,8 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
 from ..runtime.chunk_admission import ChunkAdmission
+from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
 from ..runtime.joint_limits import CommandRejected
 from ..runtime.synchronizer import ObservationSynchronizer
 from ..srv import Ask
@@ -95,7 +95,8 @@ class PolicyNode(Node):
         sys.setswitchinterval(p["gil_switch_interval"])
         self._set_torch_threads(p["torch_threads"])
         if len(p["camera_topics"]) != len(p["camera_names"]):
-            raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for {len(p['camera_names'])} camera_names")
+            raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for "
+                             f"{len(p['camera_names'])} camera_names")
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
         self.checker = ChunkAdmission(joint_limits(p, self.get_name()), p["out_of_range_chunks"], p["overspeed_chunks"])
@@ -133,7 +134,8 @@ class PolicyNode(Node):
         self.create_service(Ask, "~/ask", self._on_ask, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
         self.worker.start()
         self.control = PeriodicThread(
@@ -162,7 +164,8 @@ class PolicyNode(Node):
             from ..model import Normalization
 
             n = len(self.joint_names)
-            policy = TwinBrainPolicy.from_tiny_preset(p["tiny_base_dir"], device=p["device"], camera_names=p["camera_names"],
+            policy = TwinBrainPolicy.from_tiny_preset(p["tiny_base_dir"], device=p["device"],
+                                                      camera_names=p["camera_names"],
                                                       state_dim=n, action_dim=n)
             policy.normalization = Normalization.untrained_safe(p["joint_lower"], p["joint_upper"], p["max_velocity"],
                                                                 p["chunk_step_period"])

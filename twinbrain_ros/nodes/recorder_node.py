@@ -12,8 +12,8 @@ with ERROR and leaves every finalized episode intact.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray

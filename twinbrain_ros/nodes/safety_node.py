@@ -88,11 +88,13 @@ class SafetyNode(Node):
         else:
             sub(PoseStamped, p["pose_topic"], self._on_pose, 10)
             sub(PoseStamped, p["ee_pose_topic"], self._on_ee_pose, qos_profile_sensor_data)
-            self.pose_pub = self.create_publisher(PoseStamped, prefix + "pose" if prefix else p["pose_output_topic"], 10)
+            self.pose_pub = self.create_publisher(PoseStamped, prefix + "pose" if prefix else p["pose_output_topic"],
+                                                  10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.status_pub = self.create_publisher(SafetyStatus, "~/status", LATCHED)
         self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.control = PeriodicThread(
             "safety-tick", self.period, self._on_tick, running=lambda: not self._stop.is_set() and self.context.ok(),
             on_error=lambda exc: self.log("error", "tick", f"safety tick failed: {exc!r}"),
@@ -126,15 +128,15 @@ class SafetyNode(Node):
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
-        now = self.now()
+        now, stamp = self.now(), stamp_to_sec(msg.header.stamp)
         with self.lock:
             try:
-                q = self.monitor.update(msg.name, msg.position, stamp_to_sec(msg.header.stamp), now)
+                q = self.monitor.update(msg.name, msg.position, stamp, now)
             except CommandRejected as exc:
                 self._fault(exc.kind, str(exc))
                 return
             if self.limiter.initialized:
-                self.limiter.observe(q, now)
+                self.limiter.observe(q, now, stamp or now)
                 return
             rest = self.monitor.rest_position(now)
             if rest is None:

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.joint_limits import JointSpace
 from ..runtime.feedback import FeedbackLimits, FeedbackMonitor, Heartbeat
+from ..runtime.joint_limits import JointSpace
 from ..runtime.pose_limiter import PoseLimiter, WorkspaceBox
 from ..runtime.safety import SafetyLimiter
-from .params import (REQUIRED, REQUIRED_FLOATS, ROBOT, Param, ParameterError, all_non_negative, joint_limits, non_negative, one_of,
-                     positive, resolve)
+from .params import (
+    REQUIRED,
+    REQUIRED_FLOATS,
+    ROBOT,
+    Param,
+    ParameterError,
+    all_non_negative,
+    joint_limits,
+    non_negative,
+    one_of,
+    positive,
+    resolve,
+)
 
 
 def _fraction(value) -> str | None:
@@ -46,7 +57,8 @@ PARAMS = ROBOT + [
           positive),
     Param("max_tracking_error", REQUIRED, "A measured joint further than this from the output (blocked, lagging, "
           "pushed) latches a tracking_error fault and holds; 0 disables.", non_negative),
-    Param("joint_state_timeout", REQUIRED, "No valid joint state for this long latches joint_state_stall (s).", positive),
+    Param("joint_state_timeout", REQUIRED, "No valid joint state for this long latches joint_state_stall (s).",
+          positive),
     Param("max_joint_state_age", REQUIRED, "A joint state older than this on arrival (header stamp) latches "
           "joint_state_stale (s).", positive),
     Param("max_joint_state_future", 0.05, "A joint state stamped further in the future latches joint_state_future: "

@@ -107,7 +107,8 @@ class SimArmNode(Node):
         while self._reset_request.is_set() and time.monotonic() < deadline:
             time.sleep(0.01)
         response.success = not self._reset_request.is_set()
-        response.message = f"episode {self.episode}: {self.sim.task.instruction}" if response.success else "reset timed out"
+        done = f"episode {self.episode}: {self.sim.task.instruction}"
+        response.message = done if response.success else "reset timed out"
         return response
 
     # -- physics thread (owns MuJoCo and the EGL context) ---------------------------------------
@@ -170,7 +171,8 @@ class SimArmNode(Node):
                                            position=self.sim.joint_positions().tolist(),
                                            velocity=self.sim.joint_velocities().tolist()))
             if self.expert is not None:
-                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS, position=target.tolist()))
+                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                                   position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
                 for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
@@ -203,7 +205,8 @@ class SimArmNode(Node):
         if self.sim is None:
             return
         values = {"episode": self.episode, "task": self.sim.task.name, "instruction": self.sim.task.instruction,
-                  "success": self.success, "sim_time": f"{self.sim.time:.2f}", **(self.closest.summary() if self.closest else {})}
+                  "success": self.success, "sim_time": f"{self.sim.time:.2f}",
+                  **(self.closest.summary() if self.closest else {})}
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: sim_arm", self.get_name(),
                                                "ok", "success" if self.success else "running", values))
 

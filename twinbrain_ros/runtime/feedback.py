@@ -95,7 +95,8 @@ class FeedbackMonitor:
         """Why the feedback counts as stalled (no accepted sample for ``timeout``), or None."""
         if self._last_arrival is None or now - self._last_arrival <= self.limits.timeout:
             return None
-        return f"no valid joint_state for {now - self._last_arrival:.3f} s (joint_state_timeout {self.limits.timeout} s)"
+        return (f"no valid joint_state for {now - self._last_arrival:.3f} s "
+                f"(joint_state_timeout {self.limits.timeout} s)")
 
     def rest_position(self, now: float) -> np.ndarray | None:
         """The latest position if the feedback is fresh and the arm at rest, else None."""

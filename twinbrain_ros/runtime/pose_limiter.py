@@ -29,7 +29,8 @@ class WorkspaceBox:
     def __post_init__(self):
         self.minimum, self.maximum = np.asarray(self.minimum, np.float64), np.asarray(self.maximum, np.float64)
         if self.minimum.shape != (3,) or self.maximum.shape != (3,) or np.any(self.minimum >= self.maximum):
-            raise ValueError(f"workspace_min {self.minimum.tolist()} must be below workspace_max {self.maximum.tolist()}")
+            raise ValueError(f"workspace_min {self.minimum.tolist()} must be below "
+                             f"workspace_max {self.maximum.tolist()}")
 
     def limit_pose(self, position, quaternion) -> tuple[np.ndarray, np.ndarray, bool]:
         """(position clamped into the box, unit quaternion x y z w, whether it was clamped)."""

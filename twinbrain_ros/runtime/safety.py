@@ -13,12 +13,13 @@ for ``timeout``), a latched e-stop, a latched fault (bad feedback, tracking erro
 stay latched until ``release``; a release with nothing latched changes nothing (counted).
 
 Every tick also yields ``stopping_horizon()``: the output coasting one period, then its own stop at
-maximum deceleration, sent to the controller with it, so a late next message or a dead safety node still ends at rest in limits.
+maximum deceleration, sent to the controller with it, so a late next message or a dead safety node
+still ends at rest in limits.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,8 @@ class SafetyLimiter:
         measured joint further than this from the output latches a fault (None: not checked)."""
         if period <= 0:
             raise ValueError("control period must be > 0")
-        self.space = s = limits if isinstance(limits, JointSpace) else JointSpace(limits, position_margin, velocity_scale)
+        self.space = s = limits if isinstance(limits, JointSpace) else JointSpace(limits, position_margin,
+                                                                                  velocity_scale)
         self.names, self.index = s.names, s.index
         self.lower, self.upper, self.vmax, self.amax, self.jmax = s.lower, s.upper, s.vmax, s.amax, s.jmax
         self.period, self.max_step, self.timeout = period, max_step, timeout
@@ -61,6 +63,7 @@ class SafetyLimiter:
         self.target_velocity: np.ndarray | None = None
         self.last_valid_time: float | None = None
         self.watchdog_active = False
+        self._outputs: deque[tuple[float, np.ndarray]] = deque(maxlen=max(2, round(1.0 / period)))   # 1 s
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -83,20 +86,32 @@ class SafetyLimiter:
         self.a = np.zeros_like(self.q)
         self.last_valid_time = now
         self.target = None
+        self._outputs.clear()
+        self._outputs.append((now, self.q.copy()))
 
-    def observe(self, measured: np.ndarray, now: float) -> None:
-        """Feed a validated joint state. Far from the output (a blocked or lagging arm, a collision) it
-        latches a ``tracking_error`` fault: the output decelerates to a hold instead of jumping to the
-        measurement. Not checked while the e-stop is latched: the arm may be moved by hand or re-homed
-        then, and the release restarts from where it is."""
+    def commanded_at(self, stamp: float) -> np.ndarray:
+        """The output that was in force at ``stamp`` (the latest one sent at or before it; the oldest kept
+        if it is older than the last second, the current one if newer)."""
+        for t, q in reversed(self._outputs):
+            if t <= stamp:
+                return q
+        return self._outputs[0][1] if self._outputs else self.q
+
+    def observe(self, measured: np.ndarray, now: float, stamp: float | None = None) -> None:
+        """Feed a validated joint state taken at ``stamp`` (default: now). Far from the output in force at
+        that stamp (a blocked or lagging arm, a collision) it latches a ``tracking_error`` fault: the
+        output decelerates to a hold instead of jumping to the measurement. Comparing with the output of
+        the sample's own time keeps the feedback's latency out of the error (the age check bounds it).
+        Not checked while the e-stop is latched: the arm may be moved by hand or re-homed then, and the
+        release restarts from where it is."""
         self.measured = np.array(measured, np.float64)
         if not self.initialized or self.max_tracking_error is None or self.estopped:
             return
-        error = np.abs(self.measured - self.q)
+        error = np.abs(self.measured - self.commanded_at(now if stamp is None else stamp))
         j = int(np.argmax(error))
         if error[j] > self.max_tracking_error:
-            self.latch_fault("tracking_error", f"{self.names[j]!r} is {error[j]:.3f} from the command "
-                                               f"(max_tracking_error {self.max_tracking_error}): blocked, lagging or pushed")
+            self.latch_fault("tracking_error", f"{self.names[j]!r} is {error[j]:.3f} from the command (max_tracking_"
+                                               f"error {self.max_tracking_error}): blocked, lagging or pushed")
 
     def latch_fault(self, kind: str, reason: str) -> bool:
         """Latch a fault (counted once per latch); returns True if it was not latched already."""
@@ -210,6 +225,11 @@ class SafetyLimiter:
         the e-stop or a fault is latched or no valid command came for ``timeout``. None before start."""
         if not self.initialized:
             return None
+        result = self._step(now)
+        self._outputs.append((now, result.positions))
+        return result
+
+    def _step(self, now: float) -> LimitResult:
         if self.holding:
             return self.hold()
         if self.target is None or now - self.last_valid_time > self.timeout:

@@ -35,7 +35,8 @@ class ChunkSamples:
         keys = {f"observation.images.{c}" for c in camera_names}
         missing = sorted(keys - set(dataset.video_keys))
         if missing:
-            raise ValueError(f"{dataset.root}: the model's cameras need {missing}; the dataset has {dataset.video_keys}")
+            raise ValueError(f"{dataset.root}: the model's cameras need {missing}; "
+                             f"the dataset has {dataset.video_keys}")
         self.keys = [f"observation.images.{c}" for c in camera_names]
         chosen = set(range(len(dataset.episodes))) if episodes is None else set(episodes)
         self.episodes = [ep for ep in dataset.episodes if ep["episode_index"] in chosen]
