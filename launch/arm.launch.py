@@ -6,7 +6,7 @@ Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runne
 robot file (`config:=`, default config/arm.yaml), then the launch arguments.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -25,8 +25,9 @@ def _nodes(context):
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
              parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim,
                                                                                record)],
-             output="screen",
-             emulate_tty=True)
+             output="screen", emulate_tty=True,
+             # policy_node or safety_node gone: stop everything, saying why, instead of running on without it
+             on_exit=[Shutdown(reason=f"{spec.name} exited; shutting the graph down")] if spec.essential else None)
         for spec in graph.nodes(use_sim, record)
     ]
 

@@ -18,12 +18,13 @@ class NodeSpec:
     sim_only: bool = False
     record_only: bool = False
     acts: bool = False     # commands the arm: not started while recording teleop (the operator drives)
+    essential: bool = False   # the graph is unsafe or useless without it: its exit shuts the graph down
 
 
 NODES = (
     NodeSpec("sim_arm", "sim_arm", "twinbrain_ros.nodes.sim_arm_node", sim_only=True),
-    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node", acts=True),
-    NodeSpec("safety_node", "safety_node", "twinbrain_ros.nodes.safety_node"),
+    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node", acts=True, essential=True),
+    NodeSpec("safety_node", "safety_node", "twinbrain_ros.nodes.safety_node", essential=True),
     NodeSpec("recorder_node", "recorder_node", "twinbrain_ros.nodes.recorder_node", record_only=True),
 )
 

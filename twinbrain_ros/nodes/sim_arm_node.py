@@ -74,7 +74,9 @@ class SimArmNode(Node):
         self.js_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
-        self.leader_pub = self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
+        # advertised only when something is published on it: the expert plays the leader arm
+        self.leader_pub = (self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
+                           if p["expert"] else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, p["controller_topic"], self._on_trajectory, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
