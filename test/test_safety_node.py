@@ -110,8 +110,7 @@ def test_dry_run_heartbeat_and_a_restarted_node_relatches_the_last_trip():
         # a trip on the latched topic, then the node restarts: the new node latches it at once (fail-safe)
         trip = graph.io.create_publisher(Bool, "/safety_node/estop", LATCHED)
         trip.publish(Bool(data=True))
-        graph.nodes.remove(rig.node)
-        rig.node.destroy_node()
+        graph.remove(rig.node)
         rig.node = graph.add(SafetyNode(context=graph.context))
         assert graph.wait_for(lambda: rig.node.limiter.estopped, 5.0), "a restarted node must re-latch the last trip"
     finally:

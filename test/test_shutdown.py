@@ -60,7 +60,12 @@ def test_a_start_up_error_is_one_clear_line_and_exit_code_2(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = _start("policy_node", cfg)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:   # it started instead of refusing: never leave it running
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 2, stderr
     assert "Traceback" not in stderr and "cannot start" in stderr, stderr
     assert "camera" in stderr

@@ -74,6 +74,15 @@ class RosGraph:
         self._spins.append(spin)
         return node
 
+    def remove(self, node):
+        """Stop a node's executor, then destroy the node (a node killed and restarted in a test)."""
+        i = self.nodes.index(node)
+        executor, spin = self.executors.pop(i), self._spins.pop(i)
+        self.nodes.pop(i)
+        executor.shutdown(timeout_sec=2)
+        spin.join(timeout=2)
+        node.destroy_node()
+
     def record(self, msg_type, topic, qos=1000):
         """Deep reader history: a slow test executor must not drop samples the checks difference."""
         rec = Recorder()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import math
 
 import numpy as np
@@ -48,10 +49,11 @@ def joint_trajectory(names, positions_rows, stamp: Time, step_period: float, fir
     positions_rows = np.atleast_2d(positions_rows)
     velocity_rows = [None] * len(positions_rows) if velocity_rows is None else np.atleast_2d(velocity_rows)
     for k, (row, vel) in enumerate(zip(positions_rows, velocity_rows)):
-        point = JointTrajectoryPoint(positions=[float(x) for x in row],
+        # array.array('d') is taken as is; a list is type-checked element by element (the bulk of the cost)
+        point = JointTrajectoryPoint(positions=array.array("d", np.asarray(row, np.float64).tobytes()),
                                      time_from_start=sec_to_duration(first_offset + k * step_period))
         if vel is not None:
-            point.velocities = [float(x) for x in vel]
+            point.velocities = array.array("d", np.asarray(vel, np.float64).tobytes())
         msg.points.append(point)
     return msg
 

@@ -136,7 +136,11 @@ class SafetyNode(Node):
                 self._fault(exc.kind, str(exc))
                 return
             if self.limiter.initialized:
+                latched = set(self.limiter.faults)
                 self.limiter.observe(q, now, stamp or now)
+                for kind in set(self.limiter.faults) - latched:
+                    self.get_logger().error(f"FAULT {kind}: {self.limiter.faults[kind]}; holding until it clears "
+                                            "and ~/release is called")
                 return
             rest = self.monitor.rest_position(now)
             if rest is None:

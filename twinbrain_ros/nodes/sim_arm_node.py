@@ -149,32 +149,39 @@ class SimArmNode(Node):
         dt = 1.0 / self.p["joint_state_rate_hz"]
         cam_period = 1.0 / self.p["camera_rate_hz"]
         next_cam = 0.0
-        wall = time.monotonic()
-        # The ROS time the physics state stands for. Each loop advances it by exactly dt, whatever the wall
-        # clock did: after a slow iteration (rendering, a busy host) the loop catches up with several quick
-        # ones, and stamps taken from the wall clock would then be a fraction of dt apart for dt of motion —
-        # an implied velocity several times the real one (the safety node refuses such states as glitches).
+        # The ROS time the physics state stands for. Each loop steps the physics (0.1 ms a step) up to the
+        # ROS clock, each step with the controller's setpoint of its own time and a joint state stamped
+        # with its physics time. After a slow iteration (rendering, a busy host) the arm is where a real
+        # arm would be and every sample is stamped right: catch-up samples stamped with the wall clock a
+        # fraction of dt apart implied speeds several times the real one, and skipping time made the
+        # setpoint jump ahead of the arm. Only past 0.2 s behind is the lost time skipped.
         t_physics = self.now()
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             if self._reset_request.is_set():
                 self._new_episode()
                 self._reset_request.clear()
                 self._ready.set()
-            with self.lock:
+                t_physics = self.now()
+            behind = self.now() - t_physics
+            if behind > 0.2:
+                t_physics += behind - dt   # fell far behind (slow machine): skip, do not catch up
+            steps = max(1, int(behind / dt))
+            for _ in range(steps):
+                with self.lock:
+                    if self.expert is not None:
+                        target = self.expert.command(t_physics - self.episode_start)
+                    else:
+                        target = self.follower.setpoint(t_physics)
+                self.sim.set_targets(target)
+                self.sim.step(dt)
+                t_physics += dt
+                stamp = sec_to_stamp(t_physics)
+                self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                               position=self.sim.joint_positions().tolist(),
+                                               velocity=self.sim.joint_velocities().tolist()))
                 if self.expert is not None:
-                    target = self.expert.command(t_physics - self.episode_start)
-                else:
-                    target = self.follower.setpoint(t_physics)
-            self.sim.set_targets(target)
-            self.sim.step(dt)
-            t_physics += dt
-            stamp = sec_to_stamp(t_physics)
-            self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                           position=self.sim.joint_positions().tolist(),
-                                           velocity=self.sim.joint_velocities().tolist()))
-            if self.expert is not None:
-                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                                   position=target.tolist()))
+                    self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                                       position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
                 for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
@@ -193,15 +200,9 @@ class SimArmNode(Node):
                 if success and self.succeeded_at is None:
                     self.succeeded_at = self.now() - self.episode_start
                 self.success_pub.publish(Bool(data=success))
-            wall += dt
-            delay = wall - time.monotonic()
+            delay = t_physics - self.now()   # the next step is due when the ROS clock reaches it
             if delay > 0:
                 time.sleep(delay)
-            elif delay < -0.2:
-                # Fell far behind (slow or busy machine): skip the lost time instead of catching up, so no
-                # state is published older than the safety node's max_joint_state_age (0.25 s).
-                wall = time.monotonic()
-                t_physics = self.now()
 
     def _publish_diagnostics(self) -> None:
         if self.sim is None:

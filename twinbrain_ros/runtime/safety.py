@@ -264,17 +264,14 @@ class SafetyLimiter:
         sees no velocity dip), then a stop at maximum deceleration, one row per control period, ending at
         rest inside the position range. Positions and velocities, the first row being the output itself.
         (It brakes at a_max at once: a jerk limit is not applied to this fallback.)"""
-        dt = self.period
-        q, v = self.q.copy(), self.v.copy()
-        rows_q, rows_v = [q.copy()], [v.copy()]
-        v = np.clip(v, -self._brake(q - self.lower), self._brake(self.upper - q))   # the coasting period
-        while np.any(v) and len(rows_q) < max_points:
-            q = np.clip(q + v * dt, self.lower, self.upper)
-            rows_q.append(q.copy())
-            rows_v.append(v.copy())
-            v = v - np.clip(v, -self.amax * dt, self.amax * dt)
-            v = np.where(np.abs(v) < 1e-12, 0.0, v)
-        if np.any(rows_v[-1]):
-            rows_q.append(q.copy())
-            rows_v.append(np.zeros_like(v))
-        return np.array(rows_q), np.array(rows_v)
+        dt, q = self.period, self.q
+        coast = np.clip(self.v, -self._brake(q - self.lower), self._brake(self.upper - q))
+        dv = self.amax * dt
+        steps = min(max_points - 2, max(1, int(np.ceil(np.max(np.abs(coast) / dv) - 1e-9)))) if np.any(coast) else 0
+        # period k of the stop moves at the coasting speed less k decelerations (never below zero)
+        speed = np.maximum(np.abs(coast) - np.arange(steps)[:, None] * dv, 0.0)
+        velocities = np.sign(coast) * np.where(speed < 1e-12, 0.0, speed)
+        positions = np.clip(q + np.cumsum(velocities, axis=0) * dt, self.lower, self.upper)
+        rows_q = np.vstack([q, positions, positions[-1:]]) if steps else q[None].copy()
+        rows_v = np.vstack([self.v, velocities, np.zeros_like(q)[None]]) if steps else self.v[None].copy()
+        return rows_q, rows_v
