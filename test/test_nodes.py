@@ -374,3 +374,25 @@ def test_end_effector_mode_publishes_poses_and_safety_clamps_them_to_the_workspa
         assert np.all(np.array([p.x, p.y, p.z]) >= lo - 1e-12) and np.all(np.array([p.x, p.y, p.z]) <= hi + 1e-12)
         assert abs(np.linalg.norm([q.x, q.y, q.z, q.w]) - 1.0) < 1e-6
     assert poses.messages[-1].header.frame_id == "base_link"
+
+
+def test_policy_node_lifecycle_no_motion_before_activate_and_cleanup_frees_the_model(graph, tiny_base_dirs):
+    from rclpy.lifecycle import TransitionCallbackReturn as Result
+
+    commands = graph.record(JointTrajectory, "/twinbrain/joint_command")
+    node = _policy_node(graph, tiny_base_dirs, autostart=False)
+    assert node.policy is None and node.worker is None          # unconfigured: no model loaded yet
+    assert node.trigger_configure() == Result.SUCCESS and node.policy is not None
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    time.sleep(1.5)
+    assert commands.count() == 0, "setpoints before activate"
+    assert node.trigger_activate() == Result.SUCCESS
+    assert graph.wait_for(lambda: commands.count() > 50), "no setpoints after activate"
+    assert node.trigger_deactivate() == Result.SUCCESS
+    time.sleep(0.2)
+    n = commands.count()
+    time.sleep(0.5)
+    assert commands.count() == n, "setpoints while inactive"
+    assert node.trigger_cleanup() == Result.SUCCESS
+    assert node.policy is None and not node.worker.is_alive() and not node.control.is_alive()

@@ -151,3 +151,38 @@ def test_two_robots_in_two_namespaces_never_cross_talk():
     finally:
         r1.close()
         r2.close()
+
+
+def test_lifecycle_no_motion_before_activate_deactivate_holds_cleanup_frees():
+    from rclpy.lifecycle import TransitionCallbackReturn as Result
+
+    rig = bench.Rig({"autostart": False}, wait_for_start=False)
+    graph = rig.graph
+    node = rig.node
+    try:
+        assert not hasattr(node, "limiter") and node.control is None      # unconfigured: nothing built
+        assert node.trigger_configure() == Result.SUCCESS
+        assert graph.wait_for(lambda: node.limiter.initialized, 5.0)
+        stream = bench.CommandStream(graph).start()
+        import time
+        time.sleep(0.5)
+        assert rig.outputs.count() == 0 and node.limiter.counters["inactive"] > 0, "motion before activate"
+        assert node.trigger_activate() == Result.SUCCESS
+        assert graph.wait_for(lambda: rig.outputs.count() > 30, 5.0)
+        assert node.trigger_deactivate() == Result.SUCCESS      # while moving: decelerate within limits, hold
+        assert graph.wait_for(lambda: node.limiter.output_at_rest, 3.0)
+        time.sleep(0.1)                                      # the standstill sample goes out once
+        n = rig.outputs.count()
+        time.sleep(0.3)
+        assert rig.outputs.count() == n, "a deactivated node kept commanding"
+        assert bench.violations(rig.positions()) == NO_VIOLATIONS
+        assert node.trigger_activate() == Result.SUCCESS
+        assert graph.wait_for(lambda: rig.outputs.count() > n + 20, 5.0), "motion did not resume on activate"
+        stream.stop()
+        assert node.trigger_deactivate() == Result.SUCCESS
+        assert graph.wait_for(lambda: node.limiter.output_at_rest, 3.0)
+        assert node.trigger_cleanup() == Result.SUCCESS
+        assert not node.control.is_alive() and not node._entities
+        assert bench.violations(rig.positions()) == NO_VIOLATIONS
+    finally:
+        rig.close()

@@ -90,7 +90,7 @@ class Rig:
     """A safety node (in process, or a subprocess for SIGKILL) with a FakeArm on the controller topic."""
 
     def __init__(self, overrides: dict | None = None, lag: float = 0.0, subprocess_node: bool = False,
-                 namespace: str = ""):
+                 namespace: str = "", wait_for_start: bool = True):
         self.graph = RosGraph()
         self.ns = f"/{namespace}" if namespace else ""
         self.arm = FakeArm(JOINTS, lag=lag)
@@ -107,7 +107,7 @@ class Rig:
             params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
             self.node = self.graph.add(SafetyNode(context=self.graph.context, parameter_overrides=params,
                                                   namespace=namespace))
-            if not self.graph.wait_for(lambda: self.node.limiter.initialized, 10.0):
+            if wait_for_start and not self.graph.wait_for(lambda: self.node.limiter.initialized, 10.0):
                 raise RuntimeError("safety node did not start from the fake arm's joint states")
         for name in ("/safety_node/release", "/safety_node/estop"):
             self.graph.client(Trigger, self.ns + name)

@@ -6,6 +6,10 @@ executing chunk at ``control_rate_hz`` in its own callback group. Motion is publ
 there is an instruction and the observation is fresh; a model exception is reported on
 /diagnostics (ERROR) and motion stops, the node keeps running. This node never talks to the
 controller: the safety node does.
+
+A managed (lifecycle) node: configure loads the model and opens the interfaces, activate allows
+inference and setpoints, deactivate stops them (the safety node's watchdog holds the arm), cleanup
+frees the model and its GPU memory. ``autostart`` (default: launch, `twinbrain-ros up`) goes to active.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.service import Service
+from rclpy.subscription import Subscription
 from rclpy.task import Future
+from rclpy.timer import Timer
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -73,6 +81,8 @@ PARAMS = ROBOT + [
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
     Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
+    Param("autostart", True, "Configure and activate at start-up (launch and twinbrain-ros up); false leaves the "
+          "managed node unconfigured for `ros2 lifecycle set` / a lifecycle manager."),
     Param("ask_max_new_tokens", 64, "~/ask: default answer length limit (tokens) of the Left brain.", positive),
     Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
           "control loop and callbacks.", non_negative),
@@ -86,9 +96,10 @@ PARAMS = ROBOT + [
 ]
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
     def __init__(self, policy=None, **kwargs):
         self._stop = threading.Event()   # first: destroy_node may run on a half-built node
+        self.worker = self.control = None
         super().__init__("policy_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
@@ -100,18 +111,36 @@ class PolicyNode(Node):
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
         self.checker = ChunkAdmission(joint_limits(p, self.get_name()), p["out_of_range_chunks"], p["overspeed_chunks"])
-        self.policy = policy or self._load_policy()
-        self._check_policy_matches()
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.active = False
+        self.policy, self._given_policy = None, policy
+        self._entities: list = []     # what on_configure created, destroyed again by on_cleanup
+        self._configure_error = ""
+        if p["autostart"]:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(self._configure_error or "policy_node: configure failed")
+            self.trigger_activate()
+
+    # -- lifecycle (ros2 lifecycle set /policy_node configure | activate | deactivate | cleanup) -------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Load the model and open the interfaces; inference and setpoints wait for activate."""
+        try:
+            self.policy = self._given_policy or self._load_policy()
+            self._check_policy_matches()
+        except (ValueError, FileNotFoundError) as exc:
+            self._configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        p = self.p
         self.sync = ObservationSynchronizer(p["camera_names"], self.joint_names, p["sync_slop"],
                                             p["max_observation_age"], p["max_joint_gap"])
         self.executor_ = ChunkExecutor(len(self.joint_names), p["chunk_step_period"], p["blend"], p["blend_steps"])
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
                       "chunks": 0, "clamped_chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0,
                       "model_errors": 0}
         self.model_error: str | None = None
-        self.refusal = "starting"
+        self.refusal = "inactive"
         self.last_obs_stamp = None
         self._inferred = (None, -1)   # (observation stamp, instruction version) of the last inference
         self._trace = {}              # observation stamp -> pipeline times (ROS clock), for the overhead figure
@@ -119,23 +148,30 @@ class PolicyNode(Node):
         self._published_stamp = None  # observation stamp of the chunk the last setpoint came from
         self._not_before = float("-inf")   # ~/reset: only observations stamped after it count
 
+        keep = self._entities.append
         sensors = MutuallyExclusiveCallbackGroup()
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
                                    on_observation=self._on_observation, callback_group=sensors)
-        self.create_subscription(String, p["instruction_topic"], self._on_instruction, LATCHED, callback_group=sensors)
-
+        self._entities += self.inputs.subscriptions
+        keep(self.create_subscription(String, p["instruction_topic"], self._on_instruction, LATCHED,
+                                      callback_group=sensors))
         if p["output_mode"] == "joint":
             self.command_pub = self.create_publisher(JointTrajectory, p["command_topic"], 10)
+            keep(self.command_pub)
         else:
             self.pose_pub = self.create_publisher(PoseStamped, p["pose_topic"], 10)
             self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
+            self._entities += [self.pose_pub, self.gripper_pub]
         self.chunk_pub = self.create_publisher(ActionChunk, "~/chunk", 10)
+        keep(self.chunk_pub)
         self._questions = deque()   # (request, future) for the worker; answered between inferences
-        self.create_service(Ask, "~/ask", self._on_ask, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
+        keep(self.create_service(Ask, "~/ask", self._on_ask, callback_group=MutuallyExclusiveCallbackGroup()))
+        keep(self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup()))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        keep(self.diag_pub)
+        keep(self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
+                               callback_group=MutuallyExclusiveCallbackGroup()))
+        self._stop.clear()
         self.worker = threading.Thread(target=self._inference_loop, name="twinbrain-inference", daemon=True)
         self.worker.start()
         self.control = PeriodicThread(
@@ -151,6 +187,56 @@ class PolicyNode(Node):
         # holding the GIL.
         gc.freeze()
         self.control.start()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Act on what is observed from now on: nothing planned before (or while inactive) is executed."""
+        with self.lock:
+            self.executor_.reset()
+            self._not_before = self.now()
+            self.active = True
+            self.wake.notify_all()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """No more setpoints (the safety node's watchdog brings the arm to a hold); the plan is dropped."""
+        with self.lock:
+            self.active = False
+            self.executor_.reset()
+            self.refusal = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Stop the threads, close the interfaces, free the model (and its GPU memory)."""
+        self._stop_threads()
+        destroy = {Subscription: self.destroy_subscription, Publisher: self.destroy_publisher,
+                   Service: self.destroy_service, Timer: self.destroy_timer}
+        for entity in self._entities:
+            destroy[next(t for t in destroy if isinstance(entity, t))](entity)
+        self._entities.clear()
+        self.policy = None
+        gc.unfreeze()
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_threads()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_threads(self) -> None:
+        self._stop.set()
+        with self.lock:
+            self.wake.notify_all()
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.join(timeout=5.0)
+        if self.control is not None and self.control.is_alive():
+            self.control.join(timeout=1.0)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load_policy(self):
@@ -235,7 +321,8 @@ class PolicyNode(Node):
             with self.lock:
                 obs, reason = self.sync.latest(self.now())
                 version = self.sync.instruction_version
-                if obs is None or (obs.stamp, version) == self._inferred or obs.stamp <= self._not_before:
+                if (not self.active or obs is None or (obs.stamp, version) == self._inferred
+                        or obs.stamp <= self._not_before):
                     continue
                 self._inferred = (obs.stamp, version)
                 synced = self._synced_at.get(obs.stamp, self.now())
@@ -330,6 +417,8 @@ class PolicyNode(Node):
 
     # -- control loop ----------------------------------------------------------------------------
     def _on_control_tick(self) -> None:
+        if not self.active:
+            return
         now = self.now()
         with self.lock:
             obs, reason = self.sync.latest(now)
@@ -381,11 +470,7 @@ class PolicyNode(Node):
                                                message, values))
 
     def destroy_node(self):
-        self._stop.set()
-        if getattr(self, "worker", None) is not None and self.worker.is_alive():
-            self.worker.join(timeout=5.0)
-        if getattr(self, "control", None) is not None and self.control.is_alive():
-            self.control.join(timeout=1.0)
+        self._stop_threads()
         return super().destroy_node()
 
 

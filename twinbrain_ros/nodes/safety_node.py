@@ -16,6 +16,10 @@ re-latches the last trip: fail-safe; a best-effort volatile subscription takes a
 or an optional heartbeat that stops saying "ok". Only ``~/release`` releases. ``dry_run``: the limited
 commands go to ``~/dry_run/*`` instead of the controller. State: twinbrain_ros/SafetyStatus on
 ``~/status`` (latched) on every change and at 1 Hz, and /diagnostics (ERROR while e-stopped or faulted).
+
+A managed (lifecycle) node: configure builds the limits and interfaces, activate allows motion,
+deactivate holds (decelerate, stay, refuse commands), cleanup stops the tick and frees the interfaces.
+``autostart`` (default, as launch and `twinbrain-ros up` run it) goes to active at start-up.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -50,51 +58,71 @@ from .safety_params import PARAMS, SafetyConfig
 ESTOP_ANY = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 
 
-class SafetyNode(Node):
+INACTIVE = "inactive"   # the hold of a deactivated node (lifecycle), kept with the latched faults
+
+
+class SafetyNode(LifecycleNode):
     def __init__(self, **kwargs):
         self._stop = threading.Event()   # first: destroy_node may run on a half-built node
+        self.control: PeriodicThread | None = None
         super().__init__("safety_node", **kwargs)
         self.p = p = declare(self, PARAMS)
-        self.cfg = SafetyConfig(p, self.get_name())
+        self.cfg = SafetyConfig(p, self.get_name())   # bad limits fail here, before any transition
         sys.setswitchinterval(p["gil_switch_interval"])   # the tick thread must not wait 5 ms behind callbacks
         self._renice(p["process_niceness"])
         self.log = ThrottledLog(self.get_logger())
         self.period = self.cfg.period
+        self.lock = threading.Lock()
+        self.active = False
+        self._entities: list = []     # what on_configure created, destroyed again by on_cleanup
+        self.tick_errors: deque[float] = deque(maxlen=10000)
+        if p["autostart"]:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # -- lifecycle (ros2 lifecycle set /safety_node configure | activate | deactivate | cleanup) -------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Build the limits and the interfaces; the tick thread runs, but nothing moves before activate."""
+        p = self.p
         self.limiter, self.monitor, self.pose = self.cfg.limiter(), self.cfg.monitor(), self.cfg.pose_limiter()
         self.heartbeat = self.cfg.heartbeat()
-        self.lock = threading.Lock()
         self.last_reject = ""
         self.started_at = self.now()
         self.ee_measured: tuple[np.ndarray, np.ndarray] | None = None
         self._rest_sent = self._pose_rest_sent = True
         self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)   # LIMIT_* bits of the last output
         self._status_key, self._status_sent = None, 0.0   # what SafetyStatus last said, when
-        self.tick_errors: deque[float] = deque(maxlen=10000)
 
         inputs = MutuallyExclusiveCallbackGroup()
-        sub = lambda *a, **k: self.create_subscription(*a, callback_group=inputs, **k)  # noqa: E731
+        keep = self._entities.append
+        sub = lambda *a, **k: keep(self.create_subscription(*a, callback_group=inputs, **k))  # noqa: E731
         sub(JointTrajectory, p["command_topic"], self._on_command, 1)   # only the newest setpoint matters
         sub(JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data)
         sub(Bool, "~/estop", self._on_estop_topic, LATCHED)      # reliable + transient_local: no trip lost
         sub(Bool, "~/estop", self._on_estop_topic, ESTOP_ANY)    # matches any other publisher's QoS
         if self.heartbeat is not None:
             sub(Bool, p["estop_heartbeat_topic"], self._on_heartbeat, qos_profile_sensor_data)
-        self.create_service(Trigger, "~/estop", self._on_estop_service, callback_group=inputs)
-        self.create_service(Trigger, "~/release", self._on_release_service, callback_group=inputs)
+        keep(self.create_service(Trigger, "~/estop", self._on_estop_service, callback_group=inputs))
+        keep(self.create_service(Trigger, "~/release", self._on_release_service, callback_group=inputs))
         prefix = "~/dry_run/" if p["dry_run"] else ""
         if p["output_mode"] == "joint":
             self.controller_pub = self.create_publisher(
                 JointTrajectory, prefix + "joint_trajectory" if prefix else p["controller_topic"], 10)
+            keep(self.controller_pub)
         else:
             sub(PoseStamped, p["pose_topic"], self._on_pose, 10)
             sub(PoseStamped, p["ee_pose_topic"], self._on_ee_pose, qos_profile_sensor_data)
             self.pose_pub = self.create_publisher(PoseStamped, prefix + "pose" if prefix else p["pose_output_topic"],
                                                   10)
+            keep(self.pose_pub)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.status_pub = self.create_publisher(SafetyStatus, "~/status", LATCHED)
-        self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        keep(self.diag_pub)
+        keep(self.status_pub)
+        keep(self.create_timer(1.0, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup()))
+        keep(self.create_timer(p["diagnostics_period"], self._publish_diagnostics,
+                               callback_group=MutuallyExclusiveCallbackGroup()))
+        self._stop.clear()
         self.control = PeriodicThread(
             "safety-tick", self.period, self._on_tick, running=lambda: not self._stop.is_set() and self.context.ok(),
             on_error=lambda exc: self.log("error", "tick", f"safety tick failed: {exc!r}"),
@@ -103,6 +131,44 @@ class SafetyNode(Node):
         self.control.start()
         if p["dry_run"]:
             self.get_logger().warn("dry_run: limited commands go to ~/dry_run/*, NOT to the controller")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Allow motion. After a deactivate only once the held output is at rest (the hold ends where the arm
+        stopped); an e-stop or a fault stays latched until ~/release."""
+        with self.lock:
+            if INACTIVE in self.limiter.faults:
+                if not self.limiter.output_at_rest:
+                    self.get_logger().error("activate refused: the output is still decelerating to the hold")
+                    return TransitionCallbackReturn.FAILURE
+                del self.limiter.faults[INACTIVE]
+            self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Hold: decelerate within limits and stay; commands are refused until activate."""
+        with self.lock:
+            self.active = False
+            self.limiter.latch_fault(INACTIVE, "deactivated (lifecycle): holding until activate")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._stop_tick()
+        destroy = {Subscription: self.destroy_subscription, Publisher: self.destroy_publisher,
+                   Service: self.destroy_service, Timer: self.destroy_timer}
+        for entity in self._entities:
+            destroy[next(t for t in destroy if isinstance(entity, t))](entity)
+        self._entities.clear()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_tick()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_tick(self) -> None:
+        self._stop.set()
+        if self.control is not None and self.control.is_alive():
+            self.control.join(timeout=1.0)
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -151,6 +217,8 @@ class SafetyNode(Node):
     def _on_command(self, msg: JointTrajectory) -> None:
         with self.lock:
             try:
+                if not self.active:
+                    raise self._counted(CommandRejected(INACTIVE, "node not active (lifecycle): no motion"))
                 if not msg.points:
                     raise self._counted(CommandRejected("empty", "command has no points"))
                 # streamed setpoints: the first point is the target
@@ -167,6 +235,8 @@ class SafetyNode(Node):
         pos, ori = msg.pose.position, msg.pose.orientation
         with self.lock:
             try:
+                if not self.active:
+                    raise self._counted(CommandRejected(INACTIVE, "node not active (lifecycle): no motion"))
                 if not self.pose.initialized:
                     raise self._counted(CommandRejected("not_ready", f"no measured end-effector pose on "
                                                                      f"{self.p['ee_pose_topic']} yet"))
@@ -328,9 +398,10 @@ class SafetyNode(Node):
             lim = self.limiter
             counters = dict(lim.counters + self.pose.counters)
             estop, watchdog, ready, faults = lim.estopped, lim.watchdog_active, lim.initialized, dict(lim.faults)
+        inactive = faults.pop(INACTIVE, None)
         errors = (["E-STOP latched"] if estop else []) + [f"FAULT {k}: {v}" for k, v in sorted(faults.items())]
-        level = "error" if errors else ("warn" if (watchdog or not ready) else "ok")
-        message = ("; ".join(errors) if errors else "watchdog: holding" if watchdog
+        level = "error" if errors else ("warn" if (watchdog or not ready or inactive) else "ok")
+        message = ("; ".join(errors) if errors else inactive if inactive else "watchdog: holding" if watchdog
                    else "waiting for joint_states of the arm at rest" if not ready else "ok")
         values = {f"interventions.{k}": v for k, v in sorted(counters.items())}
         values.update(estop=estop, watchdog=watchdog, faults=",".join(sorted(faults)), last_reject=self.last_reject,
@@ -341,9 +412,7 @@ class SafetyNode(Node):
                                                level, message, values))
 
     def destroy_node(self):
-        self._stop.set()
-        if getattr(self, "control", None) is not None and self.control.is_alive():
-            self.control.join(timeout=1.0)
+        self._stop_tick()
         return super().destroy_node()
 
 

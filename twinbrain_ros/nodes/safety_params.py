@@ -82,6 +82,8 @@ PARAMS = ROBOT + [
     Param("gil_switch_interval", 0.0005, "sys.setswitchinterval (s): how long the tick thread may wait for "
           "the GIL behind a callback (Python's default is 5 ms).", positive),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
+    Param("autostart", True, "Configure and activate at start-up (launch and twinbrain-ros up); false leaves the "
+          "managed node unconfigured for `ros2 lifecycle set` / a lifecycle manager."),
 ]
 
 

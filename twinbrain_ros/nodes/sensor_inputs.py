@@ -22,12 +22,15 @@ class SensorInputs:
         self.node, self.sync, self.lock, self.log = node, sync, lock, log
         self.frame_size, self.on_observation = frame_size, on_observation
         self.frames = self.bad_frames = 0
+        self.subscriptions = []   # the owner destroys them (a lifecycle cleanup)
         for camera, topic in zip(sync.camera_names, camera_topics):
             msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
-            node.create_subscription(msg_type, topic, lambda m, c=camera: self._on_image(c, m),
-                                     qos_profile_sensor_data, callback_group=callback_group)
-        node.create_subscription(JointState, joint_states_topic, self._on_joint_state, qos_profile_sensor_data,
-                                 callback_group=callback_group)
+            self.subscriptions.append(node.create_subscription(
+                msg_type, topic, lambda m, c=camera: self._on_image(c, m), qos_profile_sensor_data,
+                callback_group=callback_group))
+        self.subscriptions.append(node.create_subscription(
+            JointState, joint_states_topic, self._on_joint_state, qos_profile_sensor_data,
+            callback_group=callback_group))
 
     def _on_image(self, camera: str, msg) -> None:
         try:
