@@ -73,3 +73,46 @@ def test_load_config_is_what_the_nodes_get():
     safety = graph.node_params(config, "safety_node")
     assert safety["command_topic"] == "twinbrain/joint_command" and safety["joint_names"][-1] == "gripper"
     assert graph.node_params(config, "sim_arm")["image_width"] == 224
+
+
+URDF = """<robot name="arm">
+  <link name="base"/>{links}
+</robot>"""
+JOINT = """
+  <link name="l{i}"/>
+  <joint name="{name}" type="{kind}"><parent link="{parent}"/><child link="l{i}"/>
+    <limit lower="{lo}" upper="{hi}" velocity="{v}" effort="10"/>{soft}</joint>"""
+
+
+def _urdf(names, soft_upper=None):
+    parts = []
+    for i, name in enumerate(names):
+        soft = f'<safety_controller soft_lower_limit="-1.0" soft_upper_limit="{soft_upper}" k_velocity="1"/>' \
+            if soft_upper is not None and i == 0 else ""
+        parts.append(JOINT.format(i=i, name=name, kind="prismatic" if name == "gripper" else "revolute",
+                                  parent="base" if i == 0 else f"l{i - 1}", lo=-2.0 if name != "gripper" else 0.0,
+                                  hi=2.0 if name != "gripper" else 0.05, v=1.0 + i, soft=soft))
+    return URDF.format(links="".join(parts))
+
+
+def test_joint_limits_come_from_the_urdf_and_the_yaml_overrides(tmp_path):
+    names = yaml.safe_load(graph.default_config().read_text())["/**"]["ros__parameters"]["joint_names"]
+    config = yaml.safe_load(_robot_file(tmp_path, drop=["joint_lower", "max_velocity"]).read_text())
+    config["/**"]["ros__parameters"]["robot_description"] = _urdf(names, soft_upper=1.5)
+    values = SafetyConfig.from_config(config).p
+    assert values["joint_lower"][:2] == [-1.0, -2.0] and values["joint_lower"][-1] == 0.0   # soft limit first
+    assert values["max_velocity"] == [1.0 + i for i in range(len(names))]                   # from the URDF
+    assert values["joint_upper"][-1] == 0.04                    # set in the YAML: it wins over the URDF's 0.05
+    config["/**"]["ros__parameters"]["robot_description"] = _urdf(names[:-1])
+    with pytest.raises(ParameterError, match="joint 'gripper' is missing"):
+        SafetyConfig.from_config(config)
+    path = tmp_path / "urdf_robot.yaml"
+    config["/**"]["ros__parameters"]["robot_description"] = _urdf(names)
+    path.write_text(yaml.safe_dump(config))
+    context = _context(path)
+    try:
+        node = SafetyNode(context=context)                      # the node reads the same way
+        assert node.p["max_velocity"] == values["max_velocity"]
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

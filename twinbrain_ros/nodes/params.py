@@ -76,7 +76,46 @@ ROBOT = [
     Param("max_acceleration", REQUIRED_FLOATS, "Acceleration limit per joint (per second squared)."),
     Param("max_jerk", REQUIRED_FLOATS, "Jerk limit per joint; 0 disables it for that joint."),
     Param("control_rate_hz", 100.0, "Rate of setpoints to the controller.", positive),
+    Param("robot_description", "", "The robot's URDF (XML). Position and velocity limits the YAML does not set "
+          "come from its joints' <limit> (<safety_controller> soft limits where given); the YAML overrides."),
 ]
+
+# Parameters a URDF can stand in for, and how it gives them per joint.
+URDF_LIMITS = {"joint_lower": "lower", "joint_upper": "upper", "max_velocity": "velocity"}
+
+
+def urdf_limits(urdf_xml: str, joint_names: list[str]) -> dict[str, list[float]]:
+    """Limits of ``joint_names`` from a URDF (urdfdom_py, the ROS URDF parser); ValueError naming a joint
+    the URDF lacks or gives no limit for."""
+    from urdf_parser_py.urdf import URDF
+
+    try:
+        robot = URDF.from_xml_string(urdf_xml)
+    except Exception as exc:   # noqa: BLE001 - the parser raises assorted errors on bad XML
+        raise ValueError(f"robot_description is not a readable URDF: {exc}") from None
+    joints = {j.name: j for j in robot.joints}
+    out: dict[str, list[float]] = {key: [] for key in URDF_LIMITS}
+    for name in joint_names:
+        joint = joints.get(name)
+        if joint is None or joint.limit is None or joint.type == "continuous":
+            raise ValueError(f"robot_description: joint {name!r} is missing or has no position limits")
+        soft = joint.safety_controller
+        lower = soft.soft_lower_limit if soft is not None and soft.soft_lower_limit is not None else joint.limit.lower
+        upper = soft.soft_upper_limit if soft is not None and soft.soft_upper_limit is not None else joint.limit.upper
+        for key, value in (("joint_lower", lower), ("joint_upper", upper), ("max_velocity", joint.limit.velocity)):
+            out[key].append(float(value))
+    return out
+
+
+def _fill_from_urdf(values: dict, missing: list[str]) -> list[str]:
+    """Missing URDF-given limits filled from ``robot_description``; returns what is still missing."""
+    wanted = [key for key in missing if key in URDF_LIMITS]
+    if not (wanted and values.get("robot_description") and values.get("joint_names")):
+        return missing
+    from_urdf = urdf_limits(values["robot_description"], values["joint_names"])
+    for key in wanted:
+        values[key] = from_urdf[key]
+    return [key for key in missing if key not in wanted]
 
 
 def _plain(value):
@@ -86,7 +125,7 @@ def _plain(value):
 def declare(node, specs: list[Param]) -> dict:
     """Declare ``specs`` on ``node`` and return their values; raise ParameterError listing every problem
     (missing required keys first, by name)."""
-    values, problems = {}, []
+    values, missing = {}, []
     for spec in specs:
         descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
         required = isinstance(spec.default, Required)
@@ -94,25 +133,32 @@ def declare(node, specs: list[Param]) -> dict:
         try:
             values[spec.name] = _plain(node.get_parameter(spec.name).value)
         except ParameterUninitializedException:
-            problems.append(f"{spec.name}: missing (required, no default: set it in the robot file)")
-    problems += _check(specs, values)
-    _raise_if(problems, node.get_name())
+            missing.append(spec.name)
+    return _finish(specs, values, missing, node.get_name())
+
+
+def _finish(specs: list[Param], values: dict, missing: list[str], node_name: str) -> dict:
+    try:
+        missing = _fill_from_urdf(values, missing)
+    except ValueError as exc:
+        _raise_if([str(exc)], node_name)
+    problems = [f"{name}: missing (required, no default: set it in the robot file)" for name in missing]
+    _raise_if(problems + _check(specs, values), node_name)
     return values
 
 
 def resolve(specs: list[Param], given: dict, node_name: str) -> dict:
     """The values a node declaring ``specs`` would get from ``given`` (its YAML parameters), with the
     node's defaults, required keys and checks: for tools and tests."""
-    values, problems = {}, []
+    values, missing = {}, []
     for spec in specs:
         if spec.name in given:
             values[spec.name] = _plain(given[spec.name])
         elif isinstance(spec.default, Required):
-            problems.append(f"{spec.name}: missing (required, no default: set it in the robot file)")
+            missing.append(spec.name)
         else:
             values[spec.name] = spec.default
-    _raise_if(problems + _check(specs, values), node_name)
-    return values
+    return _finish(specs, values, missing, node_name)
 
 
 def _check(specs: list[Param], values: dict) -> list[str]:
