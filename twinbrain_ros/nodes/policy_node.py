@@ -100,6 +100,8 @@ class PolicyNode(LifecycleNode):
     def __init__(self, policy=None, **kwargs):
         self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         self.worker = self.control = None
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
         super().__init__("policy_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
@@ -111,8 +113,6 @@ class PolicyNode(LifecycleNode):
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
         self.checker = ChunkAdmission(joint_limits(p, self.get_name()), p["out_of_range_chunks"], p["overspeed_chunks"])
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
         self.active = False
         self.policy, self._given_policy = None, policy
         self._entities: list = []     # what on_configure created, destroyed again by on_cleanup

@@ -165,6 +165,7 @@ class SimArmNode(Node):
             behind = self.now() - t_physics
             if behind > 0.2:
                 t_physics += behind - dt   # fell far behind (slow machine): skip, do not catch up
+                behind = dt
             steps = max(1, int(behind / dt))
             for _ in range(steps):
                 with self.lock:
