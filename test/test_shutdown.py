@@ -32,10 +32,11 @@ def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
     graph = RosGraph()
     procs = {}
     try:
-        controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
+        # busy: the policy infers and streams setpoints (whatever the safety node makes of them), the sim renders
+        setpoints = graph.record(JointTrajectory, "/twinbrain/joint_command")
         procs = {m: _start(m, cfg, "-r", f"__node:={m.removesuffix('_node') if m == 'sim_arm_node' else m}")
                  for m in NODES}
-        assert graph.wait_for(lambda: controller.count() > 50, 180), {m: p.poll() for m, p in procs.items()}
+        assert graph.wait_for(lambda: setpoints.count() > 50, 180), {m: p.poll() for m, p in procs.items()}
         for module, proc in procs.items():   # inference, physics and ticks are all running
             start = time.monotonic()
             proc.send_signal(sig)
