@@ -107,6 +107,9 @@ class Rig:
             params = [Parameter(k, value=v) for k, v in (overrides or {}).items()]
             self.node = self.graph.add(SafetyNode(context=self.graph.context, parameter_overrides=params,
                                                   namespace=namespace))
+            # the recorder must have discovered the controller publisher before anything moves (a loaded host
+            # can take seconds), or the first outputs go unrecorded
+            self.graph.wait_for(lambda: self.graph.io.count_publishers(self.ns + CONTROLLER) > 0, 10.0)
             if wait_for_start and not self.graph.wait_for(lambda: self.node.limiter.initialized, 10.0):
                 raise RuntimeError("safety node did not start from the fake arm's joint states")
         for name in ("/safety_node/release", "/safety_node/estop"):
@@ -178,6 +181,8 @@ def blocked(rig):
 
 
 def blocked_result(rig) -> dict:
+    if not rig.outputs.count():
+        return {"obstacle_rad": rig.obstacle, "output_past_obstacle_rad": None, "restarts": None}
     final = rig.positions()[-1][0]
     return {"obstacle_rad": round(rig.obstacle, 3), "output_past_obstacle_rad": round(float(final - rig.obstacle), 3),
             "restarts": rig.node.limiter.counters["restart"]}
