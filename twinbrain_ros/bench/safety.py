@@ -273,7 +273,8 @@ def sigkill() -> dict:
         stream = CommandStream(rig.graph, lambda t: sweep(t, 0.9)).start()
         if not rig.graph.wait_for(lambda: rig.outputs.count() > 100, 30.0):
             raise RuntimeError("the safety node subprocess sent nothing")
-        time.sleep(0.45)   # near the sine's zero crossing: full speed
+        # the sweep crosses zero at full speed on whole seconds of its own time: kill just after one
+        rig.graph.wait_for(lambda: (time.monotonic() - stream.t0) % 1.0 < 0.02, 2.0, poll=0.002)
         rig.proc.send_signal(signal.SIGKILL)
         rig.proc.wait()
         killed_at = time.monotonic()
