@@ -27,11 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.publisher import Publisher
-from rclpy.service import Service
-from rclpy.subscription import Subscription
 from rclpy.task import Future
-from rclpy.timer import Timer
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -43,6 +39,7 @@ from ..runtime.joint_limits import CommandRejected
 from ..runtime.synchronizer import ObservationSynchronizer
 from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
+from .lifecycle import destroy_entities
 from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
 from .qos import LATCHED
 from .realtime import PeriodicThread
@@ -209,11 +206,7 @@ class PolicyNode(LifecycleNode):
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Stop the threads, close the interfaces, free the model (and its GPU memory)."""
         self._stop_threads()
-        destroy = {Subscription: self.destroy_subscription, Publisher: self.destroy_publisher,
-                   Service: self.destroy_service, Timer: self.destroy_timer}
-        for entity in self._entities:
-            destroy[next(t for t in destroy if isinstance(entity, t))](entity)
-        self._entities.clear()
+        destroy_entities(self, self._entities)
         self.policy = None
         gc.unfreeze()
         gc.collect()

@@ -35,11 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.service import Service
-from rclpy.subscription import Subscription
-from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -49,6 +45,7 @@ from ..msg import SafetyStatus
 from ..runtime.joint_limits import CommandRejected
 from ..runtime.safety import LIMIT_KINDS
 from .diagnostics import ThrottledLog, diagnostic_array
+from .lifecycle import destroy_entities
 from .params import declare
 from .qos import LATCHED
 from .realtime import PeriodicThread
@@ -154,11 +151,7 @@ class SafetyNode(LifecycleNode):
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._stop_tick()
-        destroy = {Subscription: self.destroy_subscription, Publisher: self.destroy_publisher,
-                   Service: self.destroy_service, Timer: self.destroy_timer}
-        for entity in self._entities:
-            destroy[next(t for t in destroy if isinstance(entity, t))](entity)
-        self._entities.clear()
+        destroy_entities(self, self._entities)
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
