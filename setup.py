@@ -96,7 +96,7 @@ setup(
             f"twinbrain-bench = {PACKAGE}.bench.__main__:main",
             f"twinbrain-demo = {PACKAGE}.demo:main",
             f"twinbrain-ros = {PACKAGE}.cli:main",
-            f"twinbrain-record = {PACKAGE}.data.record_sim:main",
+            f"twinbrain-record = {PACKAGE}.record:main",
             f"twinbrain-train = {PACKAGE}.train.trainer:main",
             f"policy_node = {PACKAGE}.nodes.policy_node:main",
             f"safety_node = {PACKAGE}.nodes.safety_node:main",

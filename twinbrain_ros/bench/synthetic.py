@@ -1,7 +1,9 @@
 """A stand-in robot for tests and benchmarks: publishes camera frames and joint states like a driver
 (sensor-data QoS, capture stamps) from its own thread, so timing does not depend on any executor. With
 an ``arm`` (bench/fake_arm.py) the joint states follow the controller topic; ``stamp_delay`` stamps
-them that much in the past (late delivery), ``frozen_joints`` stops them (a stalled driver)."""
+them that much in the past (late delivery), ``frozen_joints`` stops them (a stalled driver). For the
+recorder: ``camera_jitter`` (s) moves each frame's stamp by up to that much, ``drop_frames`` (frame
+numbers) leaves frames out, and ``leader`` also publishes the joint positions as a leader arm would."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ DEFAULT_JOINTS = ("joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_
 
 class SyntheticSensors:
     def __init__(self, node: Node, cameras=("front", "wrist"), size=(48, 64), camera_hz=30.0, joint_hz=100.0,
-                 joint_names=DEFAULT_JOINTS, seed: int = 0, arm=None, namespace: str = ""):
+                 joint_names=DEFAULT_JOINTS, seed: int = 0, arm=None, namespace: str = "", camera_jitter: float = 0.0,
+                 drop_frames=(), leader: bool = False):
         ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.node, self.size, self.camera_hz, self.joint_hz = node, size, camera_hz, joint_hz
         self.joint_names = list(joint_names)
@@ -30,6 +33,11 @@ class SyntheticSensors:
         self.cam_pubs = {c: node.create_publisher(Image, f"{ns}/camera/{c}/image_raw", qos_profile_sensor_data)
                          for c in cameras}
         self.js_pub = node.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
+        self.leader_pub = node.create_publisher(JointState, f"{ns}/leader/joint_states", qos_profile_sensor_data) \
+            if leader else None
+        self.camera_jitter, self.drop_frames, self.frame_number = camera_jitter, set(drop_frames), 0
+        self.frames_published = 0
+        self._rng = np.random.default_rng(seed)
         frame = array.array("B", np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8).tobytes())
         # Built once from an array.array (bytes are checked element by element: ~9 ms per 640x480 frame);
         # only the stamp changes per frame.
@@ -71,9 +79,15 @@ class SyntheticSensors:
                 js = JointState(name=self.joint_names, position=[float(x) for x in self.joint_positions])
                 js.header.stamp = sec_to_stamp(now - self.stamp_delay)
                 self.js_pub.publish(js)
+                if self.leader_pub is not None:
+                    self.leader_pub.publish(js)
             if time.monotonic() >= next_cam and not self.frozen_cameras.is_set():
                 next_cam += 1.0 / self.camera_hz
-                for cam, pub in self.cam_pubs.items():
-                    self.images[cam].header.stamp = stamp
-                    pub.publish(self.images[cam])
+                self.frame_number += 1
+                if self.frame_number not in self.drop_frames:
+                    jitter = self._rng.uniform(-self.camera_jitter, self.camera_jitter) if self.camera_jitter else 0.0
+                    for cam, pub in self.cam_pubs.items():
+                        self.images[cam].header.stamp = sec_to_stamp(now + jitter) if jitter else stamp
+                        pub.publish(self.images[cam])
+                    self.frames_published += 1
             time.sleep(1.0 / self.joint_hz)

@@ -1,5 +1,5 @@
-"""`twinbrain-record sim --episodes N --out DIR`: scripted-expert demonstrations from the simulated arm,
-recorded headless (no ROS) straight into a LeRobot v3.0 dataset.
+"""`twinbrain-record sim --episodes N --out DIR` (the CLI: ``twinbrain_ros/record.py``): scripted-expert
+demonstrations from the simulated arm, recorded headless (no ROS) straight into a LeRobot v3.0 dataset.
 
 Observation at each frame: both cameras + joint positions; action: the expert's leader-arm joint
 target at that instant (what a teleoperator's leader arm would publish); task: the instruction.
@@ -7,13 +7,12 @@ target at that instant (what a teleoperator's leader arm would publish); task: t
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
-from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim
+from ..sim.arm_sim import ARM_JOINTS, ArmSim
 from ..sim.expert import ScriptedExpert
-from .lerobot_v3 import LeRobotV3Writer, Schema
+from .lerobot_v3 import Schema
+from .lerobot_writer import LeRobotV3Writer
 
 
 def record(out: str, episodes: int, fps: int = 10, task: str | None = None, first_seed: int = 0,
@@ -46,25 +45,3 @@ def record(out: str, episodes: int, fps: int = 10, task: str | None = None, firs
     sim.close()
     return {"dataset": out, "episodes": kept, "total_episodes": writer.num_episodes, "discarded_failed_seeds": failed,
             "fps": fps, "seconds": round(time.perf_counter() - start, 1)}
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="twinbrain-record", description=__doc__)
-    sub = p.add_subparsers(dest="source", required=True)
-    s = sub.add_parser("sim", help="record scripted-expert episodes from the simulated arm")
-    s.add_argument("--episodes", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--fps", type=int, default=10)
-    s.add_argument("--task", choices=list(TASKS), default=None, help="default: drawn per episode from the seed")
-    s.add_argument("--first-seed", type=int, default=0)
-    s.add_argument("--image-size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
-    s.add_argument("--codec", choices=["h264", "av1"], default="h264")
-    s.add_argument("--keep-failures", action="store_true")
-    args = p.parse_args(argv)
-    result = record(args.out, args.episodes, args.fps, args.task, args.first_seed, tuple(args.image_size),
-                    not args.keep_failures, args.codec)
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()

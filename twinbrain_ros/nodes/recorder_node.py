@@ -2,11 +2,14 @@
 
 Observations come from the same synchronizer the policy uses (cameras matched within a slop, joint
 state interpolated at the frame stamp); the action is the teleoperator's latest leader-arm command
-(JointState or JointTrajectory). A sampling thread takes one frame per 1/fps; when no new synchronized
-observation arrived since the last frame it records nothing and counts the frame as dropped (never
-invented). The task is the current instruction. Services ``~/start``, ``~/stop`` (finalize) and
-``~/discard``; state on /diagnostics. A write error (full disk, unwritable folder) stops recording
-with ERROR and leaves every finalized episode intact.
+(JointState or JointTrajectory). A sampling thread makes one row per 1/fps, on lerobot's time grid
+(row k at k / fps), by the rule of ``data/episode_sampler.py``: a row whose observation did not change
+since the previous row is flagged ``frame_repeated`` and counted, and a camera that stalls for longer
+than ``max_observation_age`` ends the episode at its last real observation (saved, WARN on
+/diagnostics) and recording goes on in a new episode — rows and video frames never drift apart.
+The task is the current instruction. Services ``~/start``, ``~/stop`` (finalize) and ``~/discard``;
+state on /diagnostics. A write error (full disk, unwritable folder) stops recording with ERROR and
+leaves every finalized episode intact.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ..data.lerobot_v3 import DatasetError, LeRobotV3Writer, Schema
+from ..data.episode_sampler import EpisodeSampler
+from ..data.lerobot_v3 import DatasetError, Schema
+from ..data.lerobot_writer import LeRobotV3Writer
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, non_empty, one_of, positive
@@ -47,7 +52,8 @@ PARAMS = [p for p in ROBOT if p.name == "joint_names"] + [
     Param("codec", "h264", "h264 (fast) or av1.", one_of("h264", "av1")),
     Param("robot_type", "twinbrain_arm", "robot_type in meta/info.json."),
     Param("sync_slop", 0.02, "Max stamp difference between cameras (s).", positive),
-    Param("max_observation_age", 0.3, "Observations older than this are not recorded (s).", positive),
+    Param("max_observation_age", 0.3, "A row may repeat an observation at most this old; a longer camera stall ends "
+          "the episode there and recording goes on in a new one (s).", positive),
 ]
 
 
@@ -70,8 +76,9 @@ class RecorderNode(Node):
         self.command: np.ndarray | None = None
         self.recording = False
         self.error = ""
-        self.counts = {"frames": 0, "dropped_frames": 0, "episodes_this_run": 0}
-        self._last_stamp = None
+        self.sampler = EpisodeSampler(p["max_observation_age"])
+        self.episodes_this_run = self.stalls = 0
+        self.warning = ""     # the last camera stall (an episode ended early and recording went on)
 
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
                                    frame_size=size)
@@ -106,39 +113,49 @@ class RecorderNode(Node):
             if self.recording:
                 response.success, response.message = False, "already recording; stop or discard first"
                 return response
-            with self.lock:
-                task = self.sync.instruction
-            if not task:
-                response.success, response.message = False, "no instruction received: it is the episode's task"
-                return response
-            try:
-                self.writer.start_episode(task)
-            except DatasetError as exc:
-                response.success, response.message = False, str(exc)
-                return response
-            self.recording, self.error, self._last_stamp = True, "", None
-            self.counts.update(frames=0, dropped_frames=0)
-        response.success, response.message = True, f"recording episode {self.writer.num_episodes}: {task!r}"
+            self.warning = ""
+            response.success, response.message = self._begin()
         return response
+
+    def _begin(self) -> tuple[bool, str]:
+        """Starts an episode with the current instruction as its task (episode_lock held)."""
+        with self.lock:
+            task = self.sync.instruction
+        if not task:
+            return False, "no instruction received: it is the episode's task"
+        try:
+            self.writer.start_episode(task)
+        except DatasetError as exc:
+            return False, str(exc)
+        self.recording, self.error = True, ""
+        self.sampler = EpisodeSampler(self.p["max_observation_age"])
+        return True, f"recording episode {self.writer.num_episodes}: {task!r}"
 
     def _on_stop(self, request, response):
         with self.episode_lock:
             if not self.recording:
                 response.success, response.message = False, "not recording"
                 return response
-            self.recording = False
-            try:
-                index = self.writer.finalize_episode()
-            except (DatasetError, OSError) as exc:
-                self.error = f"finalize failed: {exc}"
-                self.writer.discard_episode()
-                response.success, response.message = False, self.error
-                return response
-            self.counts["episodes_this_run"] += 1
-        response.success = True
-        response.message = (f"episode {index} saved ({self.counts['frames']} frames, "
-                            f"{self.counts['dropped_frames']} dropped)")
+            response.success, response.message = self._finalize()
         return response
+
+    def _finalize(self) -> tuple[bool, str]:
+        """Ends the episode being recorded (episode_lock held): saved unless it has no rows."""
+        self.recording = False
+        self.sampler.finish()
+        counts = self.sampler.counts
+        if counts.rows == 0:
+            self.writer.discard_episode()
+            return False, "no rows recorded (no synchronized observation and leader command): nothing saved"
+        try:
+            index = self.writer.finalize_episode()
+        except (DatasetError, OSError) as exc:
+            self.error = f"finalize failed: {exc}"
+            self.writer.discard_episode()
+            return False, self.error
+        self.episodes_this_run += 1
+        return True, (f"episode {index} saved ({counts.rows} rows, {counts.repeated} with a repeated observation, "
+                      f"{counts.dropped} dropped)")
 
     def _on_discard(self, request, response):
         with self.episode_lock:
@@ -156,30 +173,38 @@ class RecorderNode(Node):
             time.sleep(max(0.0, deadline - time.monotonic()))
             deadline += period
             with self.episode_lock:
-                if not self.recording:
-                    continue
-                with self.lock:
-                    obs, _ = self.sync.latest(self.now())
-                    command = None if self.command is None else self.command.copy()
-                if obs is None or obs.stamp == self._last_stamp or command is None:
-                    self.counts["dropped_frames"] += 1       # nothing new to record: never invent a frame
-                    continue
-                try:
-                    self.writer.add_frame(obs.images, obs.state, command, obs.stamp)
-                except (DatasetError, OSError) as exc:    # e.g. disk full: stop, keep what is finalized
-                    self.error = f"recording stopped: {exc}"
-                    self.recording = False
-                    self.writer.discard_episode()
-                    self.get_logger().error(self.error)
-                    continue
-                self._last_stamp = obs.stamp
-                self.counts["frames"] += 1
+                if self.recording:
+                    self._sample()
+
+    def _sample(self) -> None:
+        now = self.now()
+        with self.lock:
+            obs, reason = self.sync.latest(now)
+            command = None if self.command is None else self.command.copy()
+        try:
+            for row in self.sampler.tick(now, obs, command, reason):
+                self.writer.add_frame(row.observation.images, row.observation.state, row.action,
+                                      row.observation.stamp, row.repeated)
+        except (DatasetError, OSError) as exc:    # e.g. disk full: stop, keep what is finalized
+            self.error = f"recording stopped: {exc}"
+            self.recording = False
+            self.writer.discard_episode()
+            self.get_logger().error(self.error)
+            return
+        if self.sampler.stalled_reason:       # end the episode at its last real observation, go on in a new one
+            reason = self.sampler.stalled_reason
+            _, saved = self._finalize()
+            self.stalls += 1
+            began, started = self._begin()
+            self.warning = f"camera stall, {reason}: {saved}; {started if began else 'not recording: ' + started}"
+            self.get_logger().warn(self.warning)
 
     def _publish_diagnostics(self) -> None:
-        level = "error" if self.error else "ok"
-        values = dict(self.counts, recording=self.recording, dataset=str(self.writer.root),
-                      episodes_total=self.writer.num_episodes, task=self.sync.instruction or "")
-        message = self.error or ("recording" if self.recording else "idle")
+        level = "error" if self.error else "warn" if self.warning else "ok"
+        values = dict(self.sampler.counts.as_dict(), recording=self.recording, dataset=str(self.writer.root),
+                      episodes_this_run=self.episodes_this_run, episodes_total=self.writer.num_episodes,
+                      camera_stalls=self.stalls, task=self.sync.instruction or "")
+        message = self.error or self.warning or ("recording" if self.recording else "idle")
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: recorder", self.get_name(),
                                                level, message, values))
 

@@ -2,6 +2,8 @@
 
 The chunk is the next H actions of the same episode by frame index (the dataset is sampled at a
 fixed fps); steps past the episode's end are padded with its last action and masked out of the loss.
+Rows flagged ``frame_repeated`` (their observation is the previous row's: no new camera frame came in
+time) are no sample's observation, but their actions, which are real, stay in the chunks.
 Decoded frames are cached per episode in memory (fine for the datasets a lab fine-tunes on; for
 very large ones decode lazily instead).
 """
@@ -32,17 +34,17 @@ class ChunkSamples:
         """``image_size`` (h, w): decoded frames are kept at the size the model sees, resized the way
         the policy resizes camera frames (INTER_AREA), instead of at the recorded size."""
         self.ds, self.h, self.image_size = dataset, chunk_length, image_size
-        keys = {f"observation.images.{c}" for c in camera_names}
-        missing = sorted(keys - set(dataset.video_keys))
+        missing = [c for c in camera_names if c not in dataset.cameras]
         if missing:
-            raise ValueError(f"{dataset.root}: the model's cameras need {missing}; "
-                             f"the dataset has {dataset.video_keys}")
-        self.keys = [f"observation.images.{c}" for c in camera_names]
+            raise ValueError(f"{dataset.root}: the model's cameras {missing} are not in the dataset, whose cameras "
+                             f"are {sorted(dataset.cameras)} ({dataset.camera_keys})")
+        self.keys = [dataset.cameras[c] for c in camera_names]
         chosen = set(range(len(dataset.episodes))) if episodes is None else set(episodes)
         self.episodes = [ep for ep in dataset.episodes if ep["episode_index"] in chosen]
         self._data = {ep["episode_index"]: dataset.episode_data(ep) for ep in self.episodes}
         self._frames: dict[int, list[np.ndarray]] = {}
-        self.index = [(ep["episode_index"], t) for ep in self.episodes for t in range(ep["length"])]
+        self.index = [(e, t) for e, data in self._data.items() for t in np.flatnonzero(~_repeated(data)).tolist()]
+        self.repeated_rows = sum(int(_repeated(d).sum()) for d in self._data.values())
 
     def __len__(self) -> int:
         return len(self.index)
@@ -73,24 +75,33 @@ class ChunkSamples:
     def action_range(self, mask) -> RangeNormalizer:
         """q01/q99 of every real (unpadded) chunk row in the model's action space (``delta_actions``)."""
         rows = []
-        for ep in self.episodes:
-            data = self._data[ep["episode_index"]]
-            actions, state = data["action"], data["observation.state"]
-            for t in range(len(actions)):
-                rows.append(delta_actions(actions[t:t + self.h], state[t], mask))
+        for episode, t in self.index:
+            data = self._data[episode]
+            rows.append(delta_actions(data["action"][t:t + self.h], data["observation.state"][t], mask))
         return RangeNormalizer.from_data(np.concatenate(rows))
+
+
+def _repeated(data: dict) -> np.ndarray:
+    """Rows whose observation repeats the previous row's (datasets without the flag: none)."""
+    flags = data.get("frame_repeated")
+    return np.zeros(len(data["action"]), bool) if flags is None else np.asarray(flags, bool)
 
 
 def delta_action_mask(dataset: LeRobotV3Dataset, absolute: str) -> list[bool]:
     """Which action dims become relative to the state: all but the comma-separated ``absolute`` names.
+    A name matches an action name equal to it or to it plus ``.pos`` (lerobot's ``gripper.pos``).
     Each relative dim must be the same joint as the state dim at its index."""
     feats = dataset.info["features"]
     actions, states = _names(feats["action"]), _names(feats["observation.state"])
     keep = {n.strip() for n in absolute.split(",") if n.strip()}
-    unknown = sorted(keep - set(actions))
+
+    def named(action: str) -> str | None:
+        return next((k for k in keep if action in (k, f"{k}.pos")), None)
+
+    unknown = sorted(keep - {named(a) for a in actions})
     if unknown:
         raise ValueError(f"{dataset.root}: absolute_actions names {unknown} are not action names {actions}")
-    mask = [name not in keep for name in actions]
+    mask = [named(name) is None for name in actions]
     wrong = [name for i, name in enumerate(actions) if mask[i] and (i >= len(states) or states[i] != name)]
     if wrong:
         raise ValueError(f"{dataset.root}: delta actions need each relative action to be the state's joint at the "

@@ -113,7 +113,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.dataset = LeRobotV3Dataset(cfg.dataset)
         feats = self.dataset.info["features"]
-        cameras = [k.split(".", 2)[2] for k in self.dataset.video_keys]
+        cameras = list(self.dataset.cameras)
         dims = dict(state_dim=feats["observation.state"]["shape"][0], action_dim=feats["action"]["shape"][0],
                     camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws)
         if cfg.image_size:
