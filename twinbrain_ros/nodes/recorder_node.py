@@ -203,7 +203,8 @@ class RecorderNode(Node):
         level = "error" if self.error else "warn" if self.warning else "ok"
         values = dict(self.sampler.counts.as_dict(), recording=self.recording, dataset=str(self.writer.root),
                       episodes_this_run=self.episodes_this_run, episodes_total=self.writer.num_episodes,
-                      camera_stalls=self.stalls, task=self.sync.instruction or "")
+                      camera_stalls=self.stalls, camera_frames=self.inputs.frames,
+                      bad_camera_frames=self.inputs.bad_frames, task=self.sync.instruction or "")
         message = self.error or self.warning or ("recording" if self.recording else "idle")
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: recorder", self.get_name(),
                                                level, message, values))
