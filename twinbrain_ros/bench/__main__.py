@@ -7,6 +7,7 @@ import sys
 
 BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop",
            "rollout": "rollout", "sensitivity": "sensitivity", "memory": "memory", "safety": "safety",
+           "two-hosts": "two_hosts",
            "ruckig": "ruckig_compare"}
 
 
