@@ -102,6 +102,7 @@ setup(
             f"safety_node = {PACKAGE}.nodes.safety_node:main",
             f"sim_arm = {PACKAGE}.nodes.sim_arm_node:main",
             f"recorder_node = {PACKAGE}.nodes.recorder_node:main",
+            f"chunk_runner = {PACKAGE}.nodes.chunk_runner_node:main",
         ],
     },
 )

@@ -1,5 +1,5 @@
 """ros2 launch twinbrain_ros arm.launch.py [config:=...] [checkpoint:=...] [device:=...] [namespace:=...]
-                                          [use_sim:=true] [record:=true]
+                                          [use_sim:=true] [record:=true] [host:=gpu|robot]
 
 Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runner
 `twinbrain-ros up` starts) with the same layered parameter files: config/defaults.yaml, then the
@@ -21,14 +21,15 @@ def _nodes(context):
     checkpoint = LaunchConfiguration("checkpoint").perform(context)
     device = LaunchConfiguration("device").perform(context)
     namespace = LaunchConfiguration("namespace").perform(context)
+    host = LaunchConfiguration("host").perform(context)
     return [
         Node(package=graph.PACKAGE, executable=spec.executable, name=spec.name, namespace=namespace,
-             parameters=[*map(str, graph.param_files(config)), graph.overrides(spec, checkpoint, device, use_sim,
-                                                                               record)],
+             parameters=[*map(str, graph.param_files(config, split=bool(host))),
+                         graph.overrides(spec, checkpoint, device, use_sim, record)],
              output="screen", emulate_tty=True,
              # policy_node or safety_node gone: stop everything, saying why, instead of running on without it
              on_exit=[Shutdown(reason=f"{spec.name} exited; shutting the graph down")] if spec.essential else None)
-        for spec in graph.nodes(use_sim, record)
+        for spec in graph.nodes(use_sim, record, host)
     ]
 
 
@@ -41,5 +42,7 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="", description="Namespace for every node."),
         DeclareLaunchArgument("use_sim", default_value="false", description="Start the simulated MuJoCo arm too."),
         DeclareLaunchArgument("record", default_value="false", description="Start the teleop recorder too."),
+        DeclareLaunchArgument("host", default_value="", description="gpu or robot: this host's share of the graph "
+                              "split across two machines (README, Two hosts); empty: the whole graph here."),
         OpaqueFunction(function=_nodes),
     ])

@@ -26,6 +26,12 @@ def test_checkpoint_and_device_override_the_yaml(tmp_path):
     finally:
         rclpy.try_shutdown(context=context)
     assert [n.name for n in graph.nodes(use_sim=False)] == ["policy_node", "safety_node"]
+    # split across two hosts: the policy alone on the GPU host, its chunks executed on the robot
+    assert [n.name for n in graph.nodes(use_sim=True, host="gpu")] == ["policy_node"]
+    assert [n.name for n in graph.nodes(use_sim=True, host="robot")] == ["sim_arm", "chunk_runner", "safety_node"]
+    split = graph.load_config(split=True)
+    assert graph.node_params(split, "policy_node")["setpoints"] is False
+    assert graph.node_params(split, "sim_arm")["camera_topics"][0].endswith("/compressed")
     # teleop recording: the operator (in sim, the scripted expert) drives the arm, no policy
     assert [n.name for n in graph.nodes(use_sim=True, record=True)] == ["sim_arm", "safety_node", "recorder_node"]
     assert graph.overrides(next(n for n in graph.NODES if n.name == "sim_arm"), record=True) == {"expert": True}

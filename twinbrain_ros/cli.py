@@ -1,12 +1,14 @@
 """`twinbrain-ros`: the pip-only way to run the graph (launch/launch_ros are not on PyPI).
 
     twinbrain-ros up [--config my_robot.yaml] [--checkpoint DIR] [--device cuda] [--namespace ns] [--use-sim]
-                     [--duration SECONDS]
+                     [--duration SECONDS] [--host gpu|robot]
     twinbrain-ros [--namespace robot1] instruct "pick up the red cube"
     twinbrain-ros [--namespace robot1] estop | release
     twinbrain-ros record start | stop | discard     (with `up --record`)
 
 `up` starts exactly the processes arm.launch.py starts (twinbrain_ros.graph), with the same YAML.
+`up --host gpu` / `up --host robot` start one host's share of the graph split across two machines
+(README, "Two hosts").
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from . import graph
 
 def _ros_args(spec: graph.NodeSpec, args, overrides_dir: Path) -> list[str]:
     out = ["--ros-args", "-r", f"__node:={spec.name}"]
-    for path in graph.param_files(args.config):   # the package defaults, then the robot file on top
+    # the package defaults, the two-host layer when split, then the robot file on top
+    for path in graph.param_files(args.config, split=bool(getattr(args, "host", ""))):
         out += ["--params-file", str(path)]
     if args.namespace:
         out += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
@@ -51,7 +54,7 @@ def _pump(name: str, stream) -> None:
 def up(args) -> int:
     procs = []
     overrides_dir = Path(tempfile.mkdtemp(prefix="twinbrain-params-"))
-    for spec in graph.nodes(args.use_sim, args.record):
+    for spec in graph.nodes(args.use_sim, args.record, args.host):
         cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args, overrides_dir)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
         threading.Thread(target=_pump, args=(spec.name, proc.stdout), daemon=True).start()
@@ -202,6 +205,9 @@ def main(argv=None) -> None:
     p_up.add_argument("--use-sim", action="store_true")
     p_up.add_argument("--record", action="store_true", help="also start the teleop recorder")
     p_up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p_up.add_argument("--host", default="", choices=["", *graph.HOSTS],
+                      help="start one host's share of the graph split across two machines (gpu: policy_node; "
+                           "robot: chunk_runner, safety_node, and sim_arm with --use-sim)")
     p_in = sub.add_parser("instruct", help="publish an instruction (latched)")
     p_in.add_argument("text")
     sub.add_parser("estop", help="latch the e-stop")

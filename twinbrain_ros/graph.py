@@ -19,19 +19,30 @@ class NodeSpec:
     record_only: bool = False
     acts: bool = False     # commands the arm: not started while recording teleop (the operator drives)
     essential: bool = False   # the graph is unsafe or useless without it: its exit shuts the graph down
+    host: str = "robot"       # where it runs when the graph is split across two hosts (gpu | robot)
+    split_only: bool = False  # only in a split graph (the robot-side executor of the policy's chunks)
 
 
 NODES = (
     NodeSpec("sim_arm", "sim_arm", "twinbrain_ros.nodes.sim_arm_node", sim_only=True),
-    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node", acts=True, essential=True),
+    NodeSpec("policy_node", "policy_node", "twinbrain_ros.nodes.policy_node", acts=True, essential=True, host="gpu"),
+    NodeSpec("chunk_runner", "chunk_runner", "twinbrain_ros.nodes.chunk_runner_node", acts=True, essential=True,
+             split_only=True),
     NodeSpec("safety_node", "safety_node", "twinbrain_ros.nodes.safety_node", essential=True),
     NodeSpec("recorder_node", "recorder_node", "twinbrain_ros.nodes.recorder_node", record_only=True),
 )
 
 
-def nodes(use_sim: bool, record: bool = False) -> list[NodeSpec]:
+HOSTS = ("gpu", "robot")
+
+
+def nodes(use_sim: bool, record: bool = False, host: str = "") -> list[NodeSpec]:
+    """The nodes to start; ``host`` "gpu" or "robot": that host's share of the graph split across two hosts
+    (policy_node on the GPU host; the chunk runner, the safety node and the drivers or sim on the robot)."""
+    if host and host not in HOSTS:
+        raise ValueError(f"host must be one of {HOSTS}, got {host!r}")
     return [n for n in NODES if (use_sim or not n.sim_only) and (record or not n.record_only)
-            and not (record and n.acts)]
+            and not (record and n.acts) and (not host or n.host == host) and (host or not n.split_only)]
 
 
 def config_dir() -> Path:
@@ -56,9 +67,16 @@ def default_config() -> Path:
     return config_dir() / "arm.yaml"
 
 
-def param_files(robot: str | Path | None = None) -> list[Path]:
-    """The parameter files every node gets, in order (later ones win): defaults, then the robot file."""
-    return [defaults_config(), Path(robot).expanduser() if robot else default_config()]
+def two_hosts_config() -> Path:
+    """The split graph's layer: what crosses the link and how the robot side judges it (config/two_hosts.yaml)."""
+    return config_dir() / "two_hosts.yaml"
+
+
+def param_files(robot: str | Path | None = None, split: bool = False) -> list[Path]:
+    """The parameter files every node gets, in order (later ones win): defaults, the two-host layer when
+    the graph is split, then the robot file."""
+    return [defaults_config(), *([two_hosts_config()] if split else []),
+            Path(robot).expanduser() if robot else default_config()]
 
 
 def _key(section: str) -> str:
@@ -67,13 +85,13 @@ def _key(section: str) -> str:
     return "/**" if name in ("**", "") else f"/**/{name}"
 
 
-def load_config(robot: str | Path | None = None) -> dict:
+def load_config(robot: str | Path | None = None, split: bool = False) -> dict:
     """The layered configuration as one dict (sections ``/**`` and ``/**/<node>``), for tools and tests
     that need what the nodes get without running them; ``yaml.safe_dump`` of it is a valid robot file."""
     import yaml
 
     merged: dict = {}
-    for path in param_files(robot):
+    for path in param_files(robot, split):
         for section, body in (yaml.safe_load(Path(path).read_text()) or {}).items():
             section_params(merged, section).update((body or {}).get("ros__parameters", {}))
     return merged

@@ -76,6 +76,10 @@ PARAMS = ROBOT + [
     Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
     Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
+    Param("max_observation_future", 0.05, "Refuse observations stamped further than this ahead of this host's "
+          "clock: clock skew between the camera's host and this one, reported as such (s).", positive),
+    Param("setpoints", True, "Execute the chunks here and stream setpoints on command_topic. false on the GPU "
+          "host of a split graph: chunk_runner on the robot executes ~/chunk instead.", None),
     Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("autostart", True, "Configure and activate at start-up (launch and twinbrain-ros up); false leaves the "
@@ -131,7 +135,8 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self.p
         self.sync = ObservationSynchronizer(p["camera_names"], self.joint_names, p["sync_slop"],
-                                            p["max_observation_age"], p["max_joint_gap"])
+                                            p["max_observation_age"], p["max_joint_gap"],
+                                            max_future=p["max_observation_future"])
         self.executor_ = ChunkExecutor(len(self.joint_names), p["chunk_step_period"], p["blend"], p["blend_steps"])
         self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
                       "chunks": 0, "clamped_chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0,
@@ -434,6 +439,8 @@ class PolicyNode(LifecycleNode):
             self.refusal = "waiting for the first action chunk"
             return
         self.refusal = ""
+        if not self.p["setpoints"]:
+            return   # split graph: the robot's chunk_runner executes ~/chunk (the freshness check above still reports)
         stamp = sec_to_stamp(now)
         if self.p["output_mode"] == "joint":
             self.command_pub.publish(joint_trajectory(self.joint_names, setpoint, stamp, self.period, self.period))

@@ -33,6 +33,7 @@ class SensorInputs:
             callback_group=callback_group))
 
     def _on_image(self, camera: str, msg) -> None:
+        arrival = self.node.get_clock().now().nanoseconds * 1e-9   # before decoding: the age the link gave it
         try:
             rgb = image_msg_to_rgb(msg)
         except ValueError as exc:
@@ -43,7 +44,7 @@ class SensorInputs:
             rgb = resize_rgb(rgb, self.frame_size)
         with self.lock:
             self.frames += 1
-            obs = self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb)
+            obs = self.sync.add_frame(camera, stamp_to_sec(msg.header.stamp), rgb, arrival)
             if obs is not None and self.on_observation is not None:
                 self.on_observation(obs)
 

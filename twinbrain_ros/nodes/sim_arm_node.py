@@ -1,6 +1,7 @@
 """sim_arm: the MuJoCo arm as a stand-in robot driver + joint_trajectory_controller.
 
-Publishes camera images (rgb8, stamped with the physics step they show, sensor-data QoS) and
+Publishes camera images (rgb8, or JPEG CompressedImage on topics ending in /compressed — what crosses a
+link to another host; stamped with the physics step they show, sensor-data QoS) and
 joint_states; executes JointTrajectory on the controller topic with JTC semantics; physics runs in
 real time in its own thread (which also owns the EGL context). Each episode draws cube poses and a
 task from the seed and publishes the task's instruction (latched). ``~/reset`` starts the next
@@ -18,11 +19,12 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from ..runtime.images import rgb_to_jpeg
 from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim, ClosestApproach
 from ..sim.expert import ScriptedExpert
 from ..sim.trajectory import TrajectoryFollower
@@ -33,7 +35,10 @@ from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 PARAMS = [
     Param("camera_names", ["front", "wrist"], "MJCF cameras to publish.", non_empty),
-    Param("camera_topics", ["camera/front/image_raw", "camera/wrist/image_raw"], "One topic per camera.", non_empty),
+    Param("camera_topics", ["camera/front/image_raw", "camera/wrist/image_raw"], "One topic per camera; a topic "
+          "ending in /compressed gets sensor_msgs/CompressedImage (JPEG, image_transport's convention).", non_empty),
+    Param("jpeg_quality", 80, "JPEG quality (1-100) of the /compressed camera topics.",
+          lambda q: None if 1 <= q <= 100 else "must be in [1, 100]"),
     Param("image_width", 224, "Rendered image width (px).", positive),
     Param("image_height", 224, "Rendered image height (px).", positive),
     Param("camera_rate_hz", 30.0, "Camera frame rate.", positive),
@@ -70,7 +75,9 @@ class SimArmNode(Node):
         self._reset_request.set()
         self._ready = threading.Event()
 
-        self.cam_pubs = [self.create_publisher(Image, t, qos_profile_sensor_data) for t in p["camera_topics"]]
+        self.compressed = [t.rstrip("/").endswith("compressed") for t in p["camera_topics"]]
+        self.cam_pubs = [self.create_publisher(CompressedImage if c else Image, t, qos_profile_sensor_data)
+                         for t, c in zip(p["camera_topics"], self.compressed)]
         self.js_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
@@ -185,11 +192,15 @@ class SimArmNode(Node):
                                                        position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
-                for cam, pub in zip(self.p["camera_names"], self.cam_pubs):
+                for cam, pub, compressed in zip(self.p["camera_names"], self.cam_pubs, self.compressed):
                     rgb = self.sim.render(cam)
                     h, w, _ = rgb.shape
                     # stamped with the physics state it shows (like a camera's exposure time), not the
                     # end of rendering: the policy pairs each frame with the joint state at its stamp
+                    if compressed:
+                        pub.publish(CompressedImage(header=Header(stamp=stamp), format="rgb8; jpeg compressed bgr8",
+                                                    data=array.array("B", rgb_to_jpeg(rgb, self.p["jpeg_quality"]))))
+                        continue
                     pub.publish(Image(header=Header(stamp=stamp), height=h, width=w,
                                       encoding="rgb8", step=w * 3,
                                       # array.array is taken as-is; bytes are checked element by element (6x slower)

@@ -69,3 +69,12 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict:
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w, _ = rgb.shape
     return {"encoding": "rgb8", "height": h, "width": w, "step": w * 3, "is_bigendian": 0, "data": rgb.tobytes()}
+
+
+def rgb_to_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    """JPEG bytes of an RGB frame, for a sensor_msgs/CompressedImage (format "rgb8; jpeg compressed bgr8",
+    image_transport's convention): ~20x smaller than rgb8 on the sim's 224 x 224 scenes."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()

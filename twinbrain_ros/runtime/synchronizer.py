@@ -5,8 +5,9 @@ Why not message_filters.ApproximateTimeSynchronizer (RUNTIME.md): it counts mess
 so 500 Hz joint states overflow its queue before a 30 Hz frame arrives, and a latched instruction is
 consumed once. Here: N cameras are matched within ``slop`` seconds; the joint state at the anchor
 frame's stamp is linearly interpolated from a time-indexed buffer; an observation older than
-``max_age`` or whose joint states have a gap larger than ``max_joint_gap`` is refused with a reason.
-All stamps are seconds (float).
+``max_age``, stamped more than ``max_future`` ahead of this host's clock, or whose joint states have a
+gap larger than ``max_joint_gap`` is refused with a reason — naming clock skew between the hosts when
+the frames' arrival ages show it (runtime/stamp_age.py). All stamps are seconds (float).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .stamp_age import StampAgeMonitor
 
 
 @dataclass
@@ -87,12 +90,14 @@ class JointStateBuffer:
 
 class ObservationSynchronizer:
     def __init__(self, camera_names: list[str], joint_names: list[str], slop: float = 0.02,
-                 max_age: float = 0.5, max_joint_gap: float = 0.05, frames_per_camera: int = 8):
+                 max_age: float = 0.5, max_joint_gap: float = 0.05, frames_per_camera: int = 8,
+                 max_future: float = 0.05):
         if not camera_names:
             raise ValueError("at least one camera is required")
         self.camera_names = list(camera_names)
         self.slop, self.max_age, self.max_joint_gap = slop, max_age, max_joint_gap
         self.joints = JointStateBuffer(joint_names)
+        self.stamps = StampAgeMonitor(max_age, max_future, "camera frame")   # arrival ages, for the diagnosis
         self._frames = {c: deque(maxlen=frames_per_camera) for c in self.camera_names}
         self.instruction: str | None = None
         self.instruction_version = 0
@@ -108,10 +113,14 @@ class ObservationSynchronizer:
     def add_joint_state(self, stamp: float, names, positions) -> None:
         self.joints.add(stamp, names, positions)
 
-    def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> SyncedObservation | None:
-        """Add a frame; returns a new synchronized observation when one is complete."""
+    def add_frame(self, camera: str, stamp: float, image: np.ndarray,
+                  arrival: float | None = None) -> SyncedObservation | None:
+        """Add a frame (``arrival``: this host's time now, for the clock-skew diagnosis); returns a new
+        synchronized observation when one is complete."""
         if camera not in self._frames:
             raise ValueError(f"unknown camera {camera!r}; configured: {self.camera_names}")
+        if arrival is not None:
+            self.stamps.check(stamp, arrival)
         self._frames[camera].append((stamp, image))
         anchor_cam = self.camera_names[0]
         if not self._frames[anchor_cam]:
@@ -143,8 +152,14 @@ class ObservationSynchronizer:
         obs = self._latest
         if obs is None:
             return None, self.last_reason
-        if now - obs.stamp > self.max_age:
-            return None, f"observation too old: {now - obs.stamp:.3f} s > max_age {self.max_age:.3f} s"
+        problem = self.stamps.age_problem(obs.stamp, now)
+        if problem is not None:
+            # frames still arriving, all too old or from the future: say why (clock skew, a slow link)
+            cause = self.stamps.explain(now)
+            if now < obs.stamp:
+                return None, cause or problem
+            return None, (f"observation too old: {now - obs.stamp:.3f} s > max_age {self.max_age:.3f} s"
+                          + (f"; {cause}" if cause else ""))
         return obs, ""
 
     def latest(self, now: float) -> tuple[SyncedObservation | None, str]:
