@@ -6,7 +6,9 @@ Starts the nodes listed in twinbrain_ros.graph (the same list the pip-only runne
 robot file (`config:=`, default config/arm.yaml), then the launch arguments.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+import os
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -34,7 +36,10 @@ def _nodes(context):
 
 
 def generate_launch_description():
+    # config/fastdds.xml unless a DDS profile or transport set is chosen already (graph.dds_environment)
+    dds = [SetEnvironmentVariable(k, v) for k, v in graph.dds_environment(os.environ).items()]
     return LaunchDescription([
+        *dds,
         DeclareLaunchArgument("config", default_value=str(graph.default_config()),
                               description="Robot parameter file, layered over config/defaults.yaml."),
         DeclareLaunchArgument("checkpoint", default_value="", description="Checkpoint directory; empty = tiny preset."),

@@ -54,9 +54,10 @@ def _pump(name: str, stream) -> None:
 def up(args) -> int:
     procs = []
     overrides_dir = Path(tempfile.mkdtemp(prefix="twinbrain-params-"))
+    env = dict(os.environ, **graph.dds_environment(os.environ))
     for spec in graph.nodes(args.use_sim, args.record, args.host):
         cmd = [sys.executable, "-m", spec.module] + _ros_args(spec, args, overrides_dir)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         threading.Thread(target=_pump, args=(spec.name, proc.stdout), daemon=True).start()
         procs.append((spec.name, proc))
     stop = threading.Event()

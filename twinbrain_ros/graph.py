@@ -67,6 +67,18 @@ def default_config() -> Path:
     return config_dir() / "arm.yaml"
 
 
+def dds_environment(env) -> dict:
+    """Environment variables every node of the graph gets on top of ``env``: config/fastdds.xml, whose
+    shared-memory segment carries full camera frames (Fast DDS's default one does not, and best-effort
+    640x480 frames are then lost by the quarter). Nothing where the user chose a profile or a transport
+    set (the two-host bench forces UDP), or another RMW."""
+    rmw = env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    chosen = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+    if rmw != "rmw_fastrtps_cpp" or any(env.get(k) for k in chosen):
+        return {}
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / "fastdds.xml")}
+
+
 def two_hosts_config() -> Path:
     """The split graph's layer: what crosses the link and how the robot side judges it (config/two_hosts.yaml)."""
     return config_dir() / "two_hosts.yaml"

@@ -1,8 +1,8 @@
 """`twinbrain-bench recorder`: the ROS recorder as deployed (its own process, the default config) on
 two 640x480 rgb8 cameras at 30 fps and a 100 Hz leader arm, recording a 10 Hz dataset for --seconds.
 
-Prints one JSON line: camera frames published and received by the recorder over the whole run (the
-difference: lost in transport, discovery at the start included), rows, rows with a repeated
+Prints one JSON line: camera frames published and received by the recorder while it records (the
+difference: lost in transport), rows, rows with a repeated
 observation, held-back rows dropped, camera stalls, video frames per camera vs rows for each episode
 (from the files, as lerobot counts them), whether ``twinbrain-record check`` passes, and the
 recorder's CPU (process CPU seconds / wall seconds, in cores; and CPU ms per camera frame published
@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger
 
 from ..data.lerobot_check import problems
 from ..data.lerobot_v3 import LeRobotV3Dataset
-from ..graph import param_files
+from ..graph import dds_environment, param_files
 from .ros_graph import RosGraph
 from .stats import emit
 
@@ -43,8 +43,11 @@ def _video_frames(ds: LeRobotV3Dataset, ep: dict, key: str) -> int:
         return sum(1 for p in container.demux(container.streams.video[0]) if p.pts is not None)
 
 
-def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | None = None) -> dict:
+def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | None = None,
+        dds_profile: bool = True) -> dict:
     dataset = Path(out or tempfile.mkdtemp(prefix="twinbrain-recorder-")) / "dataset"
+    if dds_profile:      # what the graph's nodes get (this process publishes the cameras)
+        os.environ.update(dds_environment(os.environ))
     graph = RosGraph()
     diagnostics = graph.record(DiagnosticArray, "/diagnostics")
     dataset.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,10 @@ def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | Non
         if not started.success:
             raise RuntimeError(f"recorder did not start: {started.message}")
         cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        # frames published vs received from here on: the recorder's next diagnostics, and the feed's count then
+        graph.wait_for(lambda: _recorder_values(diagnostics, after=t0) is not None, 5.0)
+        received_at_start = int((_recorder_values(diagnostics, after=t0) or {}).get("camera_frames", 0))
+        published_at_start = graph.feed.frames_published * 2
         time.sleep(seconds)
         stopped = graph.call(Trigger, "/recorder_node/stop", timeout=30)
         wall, cpu = time.monotonic() - t0, _cpu_seconds(proc.pid) - cpu0
@@ -87,9 +94,11 @@ def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | Non
     ds = LeRobotV3Dataset(dataset)
     episodes = [{"rows": ep["length"], **{k.rsplit(".", 1)[1]: _video_frames(ds, ep, k) for k in ds.video_keys}}
                 for ep in ds.episodes]
-    received = int(values.get("camera_frames", 0))
-    published = published_total
-    return {"bench": "recorder", "seconds": round(wall, 1), "cameras": 2, "camera_size": list(size),
+    received = int(values.get("camera_frames", 0)) - received_at_start
+    published = published_total - published_at_start
+    return {"bench": "recorder", "seconds": round(wall, 1),
+            "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "Fast DDS defaults"),
+            "cameras": 2, "camera_size": list(size),
             "camera_hz": camera_hz, "fps": ds.fps, "stop": stopped.message,
             "camera_frames_published": published, "camera_frames_received": received,
             "camera_frames_lost": published - received,
@@ -117,8 +126,10 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--camera-hz", type=float, default=30.0)
     p.add_argument("--out", default=None, help="where the dataset goes (default: a temporary folder)")
+    p.add_argument("--dds-defaults", action="store_true",
+                   help="Fast DDS's own defaults instead of config/fastdds.xml (to see what the profile changes)")
     args = p.parse_args(argv)
-    emit(run(args.seconds, camera_hz=args.camera_hz, out=args.out))
+    emit(run(args.seconds, camera_hz=args.camera_hz, out=args.out, dds_profile=not args.dds_defaults))
 
 
 if __name__ == "__main__":

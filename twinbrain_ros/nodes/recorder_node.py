@@ -30,6 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from ..data.episode_sampler import EpisodeSampler
 from ..data.lerobot_v3 import DatasetError, Schema
 from ..data.lerobot_writer import LeRobotV3Writer
+from ..runtime.images import resize_rgb
 from ..runtime.synchronizer import ObservationSynchronizer
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import ROBOT, Param, declare, non_empty, one_of, positive
@@ -65,7 +66,7 @@ class RecorderNode(Node):
         self.log = ThrottledLog(self.get_logger())
         names = p["joint_names"]
         self.sync = ObservationSynchronizer(p["camera_names"], names, p["sync_slop"], p["max_observation_age"], 0.1)
-        size = (p["image_height"], p["image_width"])
+        size = self.frame_size = (p["image_height"], p["image_width"])
         self.schema = Schema(p["fps"], {c: size for c in p["camera_names"]}, names, names)
         dataset_dir = Path(p["dataset_dir"]).expanduser().resolve()   # never relative to wherever launch ran
         self.get_logger().info(f"recording into {dataset_dir}")
@@ -81,7 +82,7 @@ class RecorderNode(Node):
         self.warning = ""     # the last camera stall (an episode ended early and recording went on)
 
         self.inputs = SensorInputs(self, self.sync, self.lock, p["camera_topics"], p["joint_states_topic"], self.log,
-                                   frame_size=size)
+                                   frame_size=None)   # resized when a row uses the frame: 10 of 30 per second
         self.create_subscription(String, p["instruction_topic"], lambda m: self.sync.set_instruction(m.data), LATCHED)
         if p["command_type"] == "joint_state":
             self.create_subscription(JointState, p["command_topic"],
@@ -183,8 +184,8 @@ class RecorderNode(Node):
             command = None if self.command is None else self.command.copy()
         try:
             for row in self.sampler.tick(now, obs, command, reason):
-                self.writer.add_frame(row.observation.images, row.observation.state, row.action,
-                                      row.observation.stamp, row.repeated)
+                images = {c: resize_rgb(img, self.frame_size) for c, img in row.observation.images.items()}
+                self.writer.add_frame(images, row.observation.state, row.action, row.observation.stamp, row.repeated)
         except (DatasetError, OSError) as exc:    # e.g. disk full: stop, keep what is finalized
             self.error = f"recording stopped: {exc}"
             self.recording = False
