@@ -17,7 +17,7 @@ import sys
 from .data.bag_import import BagSpec, import_bags
 from .data.lerobot_check import main as check_main
 from .data.record_sim import record
-from .sim.arm_sim import TASKS
+from .sim.tasks import validate_spec
 
 
 def _cameras(items: list[str]) -> dict:
@@ -38,7 +38,9 @@ def main(argv=None) -> None:
     s.add_argument("--episodes", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--fps", type=int, default=10)
-    s.add_argument("--task", choices=list(TASKS), default=None, help="default: drawn per episode from the seed")
+    s.add_argument("--task", type=validate_spec, default=None,
+                   help="a task spec (touch:red, push:blue:right, touch:any, mixture, ...; sim/tasks.py); "
+                        "default: the mixture, drawn per episode from the seed")
     s.add_argument("--first-seed", type=int, default=0)
     s.add_argument("--image-size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
     s.add_argument("--codec", choices=["h264", "av1"], default="h264")

@@ -4,7 +4,9 @@ Publishes camera images (rgb8, or JPEG CompressedImage on topics ending in /comp
 link to another host; stamped with the physics step they show, sensor-data QoS) and
 joint_states; executes JointTrajectory on the controller topic with JTC semantics; physics runs in
 real time in its own thread (which also owns the EGL context). Each episode draws cube poses and a
-task from the seed and publishes the task's instruction (latched). ``~/reset`` starts the next
+task from the seed (sim/tasks.py: which cube, which verb) and publishes the task's instruction
+(latched); an instruction someone else publishes that names a task (``twinbrain-ros instruct "touch the
+red cube"``) retargets the success detector to it. ``~/reset`` starts the next
 episode and logs how the last one ended (success time, closest approach to the target cube);
 ``~/success`` and /diagnostics report the task's success detector. With ``expert: true`` the scripted
 expert drives the arm and publishes its commands on ``leader_topic`` like a teleoperator's leader arm.
@@ -25,11 +27,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..runtime.images import rgb_to_jpeg
-from ..sim.arm_sim import ARM_JOINTS, TASKS, ArmSim, ClosestApproach
+from ..sim.arm_sim import ARM_JOINTS, ArmSim, ClosestApproach
 from ..sim.expert import ScriptedExpert
+from ..sim.tasks import parse_instruction, validate_spec
 from ..sim.trajectory import TrajectoryFollower
 from .diagnostics import ThrottledLog, diagnostic_array
-from .params import Param, declare, non_empty, one_of, positive
+from .params import Param, declare, non_empty, positive
 from .qos import LATCHED
 from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
@@ -47,11 +50,21 @@ PARAMS = [
     Param("joint_states_topic", "joint_states", "Measured joint states output."),
     Param("instruction_topic", "instruction", "Where each episode's instruction is published (latched)."),
     Param("publish_instruction", True, "Publish the task instruction at every reset."),
-    Param("task", "random", "pick, push, touch or random (drawn from the seed).", one_of("random", *TASKS)),
+    Param("task", "random", "A task spec: mixture / random (verb, colour, direction and phrasing drawn from the "
+          "seed), touch:red, push:blue:right, touch:any, or a verb alone (its single historical task).",
+          lambda v: _spec_error(v)),
     Param("seed", 0, "Seed of the first episode; episode k uses seed + k."),
     Param("expert", False, "The scripted expert drives the arm (teleop stand-in for recording)."),
     Param("leader_topic", "leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
 ]
+
+
+def _spec_error(value) -> str | None:
+    try:
+        validate_spec(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class SimArmNode(Node):
@@ -81,11 +94,16 @@ class SimArmNode(Node):
         self.js_pub = self.create_publisher(JointState, p["joint_states_topic"], qos_profile_sensor_data)
         self.instruction_pub = self.create_publisher(String, p["instruction_topic"], LATCHED)
         self.success_pub = self.create_publisher(Bool, "~/success", LATCHED)
+        # cubes other than the named one that were touched or moved this episode (comma-separated; latched)
+        self.wrong_pub = self.create_publisher(String, "~/wrong_objects", LATCHED)
+        self.wrong = ""
         # advertised only when something is published on it: the expert plays the leader arm
         self.leader_pub = (self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
                            if p["expert"] else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, p["controller_topic"], self._on_trajectory, 10)
+        self.create_subscription(String, p["instruction_topic"], self._on_instruction, LATCHED)
+        self._retarget = None     # a task named by someone else's instruction, for the physics thread
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
         self.thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
@@ -110,6 +128,15 @@ class SimArmNode(Node):
             except ValueError as exc:
                 self.log("warn", "trajectory", f"trajectory ignored: {exc}")
 
+    def _on_instruction(self, msg: String) -> None:
+        task = parse_instruction(msg.data)
+        if task is None:
+            self.log("info", "instruction", f"instruction {msg.data!r} names no sim task: the success check "
+                     "stays on the episode's")
+            return
+        with self.lock:
+            self._retarget = task
+
     def _on_reset(self, request, response):
         self._reset_request.set()
         deadline = time.monotonic() + 10.0
@@ -129,8 +156,9 @@ class SimArmNode(Node):
         if self.sim is None:
             self.sim = ArmSim((p["image_height"], p["image_width"]), p["camera_names"])
         seed = p["seed"] + self.episode
-        task = self.sim.reset(seed, None if p["task"] == "random" else p["task"])
+        task = self.sim.reset(seed, p["task"])
         with self.lock:
+            self._retarget = None          # the episode's own instruction (published below) rules
             self.follower = TrajectoryFollower(ARM_JOINTS, self.sim.joint_positions())
             self.expert = ScriptedExpert(self.sim) if p["expert"] else None
             self.episode_start = self.now()
@@ -140,6 +168,8 @@ class SimArmNode(Node):
         if p["publish_instruction"]:
             self.instruction_pub.publish(String(data=task.instruction))
         self.success_pub.publish(Bool(data=False))
+        self.wrong = ""
+        self.wrong_pub.publish(String(data=""))
         self.get_logger().info(f"episode {self.episode} (seed {seed}): {task.instruction!r}")
 
     def _physics_loop(self) -> None:
@@ -205,7 +235,17 @@ class SimArmNode(Node):
                                       encoding="rgb8", step=w * 3,
                                       # array.array is taken as-is; bytes are checked element by element (6x slower)
                                       data=array.array("B", rgb.tobytes())))
+            with self.lock:
+                retarget, self._retarget = self._retarget, None
+            if retarget is not None and retarget != self.sim.task:
+                self.sim.set_task(retarget)
+                self.closest = ClosestApproach(self.sim)
+                self.get_logger().info(f"instruction changed: the success check follows {retarget.instruction!r}")
             self.closest.update()
+            wrong = ",".join(self.sim.wrong_objects())
+            if wrong != self.wrong:
+                self.wrong = wrong
+                self.wrong_pub.publish(String(data=wrong))
             success = self.sim.success()
             if success != self.success:
                 self.success = success
@@ -219,8 +259,9 @@ class SimArmNode(Node):
     def _publish_diagnostics(self) -> None:
         if self.sim is None:
             return
-        values = {"episode": self.episode, "task": self.sim.task.name, "instruction": self.sim.task.instruction,
-                  "success": self.success, "sim_time": f"{self.sim.time:.2f}",
+        values = {"episode": self.episode, "task": self.sim.task.name, "cube": self.sim.task.cube,
+                  "instruction": self.sim.task.instruction, "success": self.success,
+                  "wrong_objects": ",".join(self.sim.wrong_objects()), "sim_time": f"{self.sim.time:.2f}",
                   **(self.closest.summary() if self.closest else {})}
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: sim_arm", self.get_name(),
                                                "ok", "success" if self.success else "running", values))

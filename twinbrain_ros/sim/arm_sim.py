@@ -1,4 +1,5 @@
-"""The simulated arm (MuJoCo, no ROS): physics, cameras, tasks with randomized cubes, success checks.
+"""The simulated arm (MuJoCo, no ROS): physics, cameras, three randomized cubes, the success check of the
+task the instruction names (sim/tasks.py) and whether another cube was touched or moved.
 
 Deterministic given a seed. Rendering is offscreen (MUJOCO_GL=egl) with shadows, reflections and
 multisampling off, which is what makes 30 Hz x 2 cameras affordable on a laptop CPU.
@@ -7,7 +8,6 @@ multisampling off, which is what makes 30 Hz x 2 cameras affordable on a laptop 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +16,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402 - MUJOCO_GL must be set before the import
 
 ASSET = Path(__file__).resolve().parent / "assets" / "arm.xml"
+from .tasks import COLOURS as CUBES  # noqa: E402
+from .tasks import DIRECTIONS, SINGLE, Task, draw  # noqa: E402
+
 ARM_JOINTS = ["joint_1", "joint_2", "joint_3", "joint_4", "joint_5", "joint_6", "gripper"]
-CUBES = ("red", "green", "blue")
+MOVED_M = 0.02      # a cube displaced this far from where the episode put it was moved
 HOME = np.array([0.0, -0.3, 1.9, 1.2, 0.0, 0.0, 0.04])   # above the table, gripper open, looking down
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str          # pick | push | touch
-    cube: str          # red | green | blue
-    instruction: str
-
-
-TASKS = {
-    "pick": Task("pick", "red", "pick up the red cube"),
-    "push": Task("push", "blue", "push the blue cube to the left"),
-    "touch": Task("touch", "green", "touch the green cube"),
-}
+TASKS = {verb: draw(verb, np.random.default_rng(0)) for verb in SINGLE}   # the single tasks, by verb
 
 
 class ClosestApproach:
@@ -72,25 +64,28 @@ class ArmSim:
         self.mirror_qpos = self.model.jnt_qposadr[self.model.joint("gripper_mirror").id]
         self.task = TASKS["pick"]
         self.start_cube_pos = {}
+        self.touched: set[str] = set()      # cubes the fingers have touched this episode
         self._unstepped = 0.0   # requested time not yet simulated (less than one physics step)
         self.reset(seed)
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, seed: int, task: str | None = None) -> Task:
-        """New episode: arm at home, cubes at random non-overlapping poses on the table."""
+        """New episode: arm at home, the three cubes at random non-overlapping poses on the table, the task
+        drawn for ``task`` (a spec of sim/tasks.py; None: the mixture) from the same seed."""
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
-        self.task = TASKS[task] if task else TASKS[list(TASKS)[rng.integers(len(TASKS))]]
+        self.task = draw(task or "mixture", rng)
         self.data.qpos[self.qpos_idx] = HOME
         self.data.qpos[self.mirror_qpos] = HOME[6]   # else the constraint drags both fingers shut while settling
         self.data.ctrl[:] = HOME
-        placed = []
+        placed = {}
         for cube in CUBES:
             for _ in range(100):
                 xy = np.array([rng.uniform(0.32, 0.48), rng.uniform(-0.16, 0.16)])   # well inside reach
-                if all(np.linalg.norm(xy - p) > 0.09 for p in placed):
+                if all(np.linalg.norm(xy - p) > 0.09 and self._clear_of_push(cube, xy, other, p)
+                       for other, p in placed.items()):
                     break
-            placed.append(xy)
+            placed[cube] = xy
             adr = self.model.jnt_qposadr[self.model.joint(f"{cube}_cube").id]
             yaw = rng.uniform(-0.6, 0.6)
             self.data.qpos[adr:adr + 7] = [xy[0], xy[1], 0.02, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
@@ -99,7 +94,23 @@ class ArmSim:
             mujoco.mj_step(self.model, self.data)
         self._unstepped = 0.0
         self.start_cube_pos = {c: self.cube_pos(c).copy() for c in CUBES}
+        self.touched = set()
         return self.task
+
+    def _clear_of_push(self, cube: str, xy: np.ndarray, other: str, other_xy: np.ndarray) -> bool:
+        """A push task keeps the other cubes out of its cube's path (from the pusher's start behind it to
+        where it ends), so the demonstrations never shove a second cube along."""
+        task = self.task
+        if task.name != "push" or task.cube not in (cube, other):
+            return True
+        target, rest = (xy, other_xy) if task.cube == cube else (other_xy, xy)
+        along = DIRECTIONS[task.direction or "left"] * (rest[1] - target[1])
+        return abs(rest[0] - target[0]) > 0.075 or not -0.13 < along < 0.26
+
+    def set_task(self, task: Task) -> None:
+        """Another instruction for the scene as it is (the operator changed their mind): the success check
+        follows it."""
+        self.task = task
 
     # -- state / control ----------------------------------------------------------------------
     @property
@@ -124,6 +135,8 @@ class ArmSim:
         self._unstepped -= steps * self.model.opt.timestep
         for _ in range(steps):
             mujoco.mj_step(self.model, self.data)
+            if self.data.ncon:
+                self.touched |= self._cubes_in_finger_contact()
 
     def cube_pos(self, cube: str) -> np.ndarray:
         return self.data.body(f"{cube}_cube").xpos.copy()
@@ -131,23 +144,35 @@ class ArmSim:
     def tcp_pos(self) -> np.ndarray:
         return self.data.site_xpos[self.tcp].copy()
 
-    def success(self) -> bool:
-        cube = self.cube_pos(self.task.cube)
-        start = self.start_cube_pos[self.task.cube]
-        if self.task.name == "pick":
+    def success(self, task: Task | None = None) -> bool:
+        """Whether ``task`` (default: the episode's) is done: its cube lifted, pushed 8 cm its way, or touched."""
+        task = task or self.task
+        cube = self.cube_pos(task.cube)
+        start = self.start_cube_pos[task.cube]
+        if task.name == "pick":
             return cube[2] > 0.07
-        if self.task.name == "push":
-            return cube[1] - start[1] > 0.08 and cube[2] < 0.04
-        return self.fingers_touch(self.task.cube)   # touch
+        if task.name == "push":
+            return DIRECTIONS[task.direction or "left"] * (cube[1] - start[1]) > 0.08 and cube[2] < 0.04
+        return self.fingers_touch(task.cube)   # touch
 
     def fingers_touch(self, cube: str) -> bool:
-        cube_geom = self.model.body(f"{cube}_cube").id
+        return cube in self._cubes_in_finger_contact()
+
+    def _cubes_in_finger_contact(self) -> set[str]:
         fingers = {self.model.body("finger_left").id, self.model.body("finger_right").id}
+        cubes = {self.model.body(f"{c}_cube").id: c for c in CUBES}
+        found = set()
         for contact in self.data.contact[: self.data.ncon]:
             bodies = {self.model.geom_bodyid[contact.geom1], self.model.geom_bodyid[contact.geom2]}
-            if cube_geom in bodies and bodies & fingers:
-                return True
-        return False
+            if bodies & fingers:
+                found |= {cubes[b] for b in bodies if b in cubes}
+        return found
+
+    def wrong_objects(self, task: Task | None = None) -> list[str]:
+        """Cubes other than ``task``'s (default: the episode's) that the fingers touched or that moved."""
+        target = (task or self.task).cube
+        moved = {c for c in CUBES if np.linalg.norm(self.cube_pos(c) - self.start_cube_pos[c]) > MOVED_M}
+        return sorted((self.touched | moved) - {target})
 
     # -- cameras --------------------------------------------------------------------------------
     def render(self, camera: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arm_sim import ArmSim, mujoco
+from .tasks import DIRECTIONS
 
 OPEN, CLOSED = 0.04, 0.0
 DOWN_YAW0 = np.array([[0, 1, 0], [1, 0, 0], [0, 0, -1]], float)   # tool z down, fingers along world y
@@ -81,11 +82,12 @@ class ScriptedExpert:
             plan.append((0.7, plan[-1][1].copy()))
             plan[-1][1][6] = CLOSED
             go(1.2, [x, y, z + 0.16], CLOSED)
-        elif task.name == "push":
-            go(1.5, [x, y - 0.09, z + 0.10], CLOSED, 0.0)
-            go(1.0, [x, y - 0.07, z + 0.0], CLOSED, 0.0)
-            go(2.0, [x, y + 0.12, z + 0.0], CLOSED, 0.0)
-            go(0.8, [x, y + 0.12, z + 0.12], CLOSED, 0.0)
+        elif task.name == "push":       # from behind the cube, along +y (left) or -y (right)
+            d = DIRECTIONS[task.direction or "left"]
+            go(1.5, [x, y - d * 0.09, z + 0.10], CLOSED, 0.0)
+            go(1.0, [x, y - d * 0.07, z + 0.0], CLOSED, 0.0)
+            go(2.0, [x, y + d * 0.12, z + 0.0], CLOSED, 0.0)
+            go(0.8, [x, y + d * 0.12, z + 0.12], CLOSED, 0.0)
         else:   # touch
             go(1.5, [x, y, z + 0.12], CLOSED)
             go(1.2, [x, y, z + 0.034], CLOSED)   # fingertips reach ~2 mm into the cube top
