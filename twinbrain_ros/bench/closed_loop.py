@@ -32,12 +32,13 @@ from ..train.trainer import TrainConfig, Trainer
 from .stats import emit
 
 
-def train_for(dataset: str, out: Path, minutes: float, steps_cap: int, image_size: int,
+def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, image_size: int,
               lr_right: float, delta: bool) -> tuple[str, str, dict]:
-    """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget."""
+    """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget, or
+    (``minutes`` None) exactly ``steps_cap`` steps."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
                       image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
-                      noise_draws=4, val_episodes=5, time_budget_s=minutes * 60, delta_actions=delta)
+                      noise_draws=4, val_episodes=5, time_budget_s=(minutes or 0) * 60, delta_actions=delta)
     trainer = Trainer(cfg)
     untrained = str(trainer.save(out / "untrained"))
     result = trainer.run()
@@ -120,11 +121,12 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="twinbrain-bench closed-loop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="touch")
+    p.add_argument("--task", default="touch",
+                   help="a task spec (touch, touch:red, ...); mixture: language following (language_loop.py)")
     p.add_argument("--episodes", type=int, default=200, help="scripted demonstrations to record (~0.7 s each)")
     p.add_argument("--train-minutes", type=float, default=30.0,
                    help="CPU training budget (measured on 2 cores: 30 min = 18,900-19,400 steps at 64²)")
-    p.add_argument("--train-steps-cap", type=int, default=20000)
+    p.add_argument("--train-steps-cap", type=int, default=20000, help="with --task mixture: the step budget")
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--episode-seconds", type=float, default=10.0)
     p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
@@ -141,6 +143,10 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    if args.task == "mixture":
+        from .language_loop import run
+        emit(run(args, out, train_for))
+        return
     dataset = str(out / "dataset")
     if args.eval_only:
         rec = {"episodes": len(LeRobotV3Dataset(dataset).episodes)}

@@ -15,6 +15,7 @@ expert drives the arm and publishes its commands on ``leader_topic`` like a tele
 from __future__ import annotations
 
 import array
+import json
 import threading
 import time
 
@@ -97,6 +98,8 @@ class SimArmNode(Node):
         # cubes other than the named one that were touched or moved this episode (comma-separated; latched)
         self.wrong_pub = self.create_publisher(String, "~/wrong_objects", LATCHED)
         self.wrong = ""
+        # how each episode ended (JSON: task, success, wrong objects, closest approach), published at ~/reset
+        self.result_pub = self.create_publisher(String, "~/episode_result", LATCHED)
         # advertised only when something is published on it: the expert plays the leader arm
         self.leader_pub = (self.create_publisher(JointState, p["leader_topic"], qos_profile_sensor_data)
                            if p["expert"] else None)
@@ -153,10 +156,18 @@ class SimArmNode(Node):
         if self.closest is not None:   # how the last episode went, for whoever reads the log after an evaluation
             result = "no success" if self.succeeded_at is None else f"success after {self.succeeded_at:.1f} s"
             self.get_logger().info(f"episode {self.episode} ended ({result}): {self.closest.summary()}")
+            self.result_pub.publish(String(data=json.dumps({
+                "episode": self.episode, "seed": self.seed, "instruction": self.sim.task.instruction,
+                "task": vars(self.sim.task), "success": self.succeeded_at is not None,
+                "success_after_s": self.succeeded_at, "wrong_objects": self.sim.wrong_objects(),
+                # the task the episode began with, when an instruction changed it (the swap control)
+                "episode_task": vars(self.episode_task), "episode_task_success": self.episode_task_succeeded,
+                **self.closest.summary()})))
         if self.sim is None:
             self.sim = ArmSim((p["image_height"], p["image_width"]), p["camera_names"])
-        seed = p["seed"] + self.episode
-        task = self.sim.reset(seed, p["task"])
+        seed = self.seed = p["seed"] + self.episode
+        task = self.episode_task = self.sim.reset(seed, p["task"])
+        self.episode_task_succeeded = False
         with self.lock:
             self._retarget = None          # the episode's own instruction (published below) rules
             self.follower = TrajectoryFollower(ARM_JOINTS, self.sim.joint_positions())
@@ -247,6 +258,9 @@ class SimArmNode(Node):
                 self.wrong = wrong
                 self.wrong_pub.publish(String(data=wrong))
             success = self.sim.success()
+            if not self.episode_task_succeeded:
+                self.episode_task_succeeded = bool(success if self.sim.task == self.episode_task else
+                                                   self.sim.success(self.episode_task))
             if success != self.success:
                 self.success = success
                 if success and self.succeeded_at is None:

@@ -150,9 +150,9 @@ class ArmSim:
         cube = self.cube_pos(task.cube)
         start = self.start_cube_pos[task.cube]
         if task.name == "pick":
-            return cube[2] > 0.07
+            return bool(cube[2] > 0.07)
         if task.name == "push":
-            return DIRECTIONS[task.direction or "left"] * (cube[1] - start[1]) > 0.08 and cube[2] < 0.04
+            return bool(DIRECTIONS[task.direction or "left"] * (cube[1] - start[1]) > 0.08 and cube[2] < 0.04)
         return self.fingers_touch(task.cube)   # touch
 
     def fingers_touch(self, cube: str) -> bool:
