@@ -133,3 +133,4 @@ def test_record_in_sim_as_users_run_it(tmp_path):
     assert "policy_node" not in log.read_text()          # teleop: nothing else commands the arm
     ds = LeRobotV3Dataset(tmp_path / "ds")
     assert ds.info["total_episodes"] == 1 and ds.episodes[0]["length"] >= 10
+
