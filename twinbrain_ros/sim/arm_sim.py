@@ -60,6 +60,9 @@ class ArmSim:
         self.lower = self.model.jnt_range[self.joint_ids, 0].copy()
         self.upper = self.model.jnt_range[self.joint_ids, 1].copy()
         self.tcp = self.model.site("tcp").id
+        # ids looked up once: contacts are checked after every physics step
+        self._finger_bodies = np.array([self.model.body(n).id for n in ("finger_left", "finger_right")])
+        self._cube_bodies = {self.model.body(f"{c}_cube").id: c for c in CUBES}
         # the right finger mirrors the left through an equality constraint; it is not a commanded joint
         self.mirror_qpos = self.model.jnt_qposadr[self.model.joint("gripper_mirror").id]
         self.task = TASKS["pick"]
@@ -159,14 +162,13 @@ class ArmSim:
         return cube in self._cubes_in_finger_contact()
 
     def _cubes_in_finger_contact(self) -> set[str]:
-        fingers = {self.model.body("finger_left").id, self.model.body("finger_right").id}
-        cubes = {self.model.body(f"{c}_cube").id: c for c in CUBES}
-        found = set()
-        for contact in self.data.contact[: self.data.ncon]:
-            bodies = {self.model.geom_bodyid[contact.geom1], self.model.geom_bodyid[contact.geom2]}
-            if bodies & fingers:
-                found |= {cubes[b] for b in bodies if b in cubes}
-        return found
+        ncon = self.data.ncon
+        if not ncon:
+            return set()
+        bodies = self.model.geom_bodyid[np.stack([self.data.contact.geom1[:ncon], self.data.contact.geom2[:ncon]])]
+        finger = np.isin(bodies, self._finger_bodies)
+        pairs = bodies[::-1][finger]            # the body each finger contact touches
+        return {cube for body, cube in self._cube_bodies.items() if (pairs == body).any()}
 
     def wrong_objects(self, task: Task | None = None) -> list[str]:
         """Cubes other than ``task``'s (default: the episode's) that the fingers touched or that moved."""
