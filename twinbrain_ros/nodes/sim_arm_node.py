@@ -31,6 +31,7 @@ from ..sim.trajectory import TrajectoryFollower
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import Param, declare, non_empty, one_of, positive
 from .qos import LATCHED
+from .realtime import renice
 from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 PARAMS = [
@@ -51,6 +52,10 @@ PARAMS = [
     Param("seed", 0, "Seed of the first episode; episode k uses seed + k."),
     Param("expert", False, "The scripted expert drives the arm (teleop stand-in for recording)."),
     Param("leader_topic", "leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
+    Param("process_niceness", -10, "Nice value of this process's threads where permitted (root or CAP_SYS_NICE), "
+          "as safety_node's: the sim stands in for the robot's hardware, whose joint states a busy host does "
+          "not delay; at the default priority a loaded host starved the physics loop until its joint states "
+          "arrived older than the safety node's max_joint_state_age. 0 leaves it."),
 ]
 
 
@@ -60,6 +65,10 @@ class SimArmNode(Node):
         super().__init__("sim_arm", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
+        # from the thread that spins, before any other starts: the physics thread inherits it, and so does
+        # the executor thread whose trajectory callbacks it shares a lock (and the GIL) with
+        renice(p["process_niceness"], lambda exc: self.get_logger().info(
+            f"process_niceness {p['process_niceness']} not permitted ({exc}); running at the default"))
         if len(p["camera_topics"]) != len(p["camera_names"]):
             raise ValueError("sim_arm: camera_topics and camera_names must have the same length")
         self.lock = threading.Lock()
@@ -157,11 +166,16 @@ class SimArmNode(Node):
         cam_period = 1.0 / self.p["camera_rate_hz"]
         next_cam = 0.0
         # The ROS time the physics state stands for. Each loop steps the physics (0.1 ms a step) up to the
-        # ROS clock, each step with the controller's setpoint of its own time and a joint state stamped
-        # with its physics time. After a slow iteration (rendering, a busy host) the arm is where a real
-        # arm would be and every sample is stamped right: catch-up samples stamped with the wall clock a
-        # fraction of dt apart implied speeds several times the real one, and skipping time made the
-        # setpoint jump ahead of the arm. Only past 0.2 s behind is the lost time skipped.
+        # ROS clock, each step with the controller's setpoint of its own time. After a slow iteration
+        # (rendering, a busy host) the arm is where a real arm would be: skipping time made the setpoint
+        # jump ahead of the arm. Only past 0.2 s behind is the lost time skipped.
+        # One joint state per iteration, the state just reached, stamped with its physics time — what a
+        # real driver does after a late cycle: it reports where the arm is now, it does not replay the
+        # samples it missed. Replaying them (one publish per catch-up step) cost more than the physics, so
+        # on a busy host the catch-up itself fell further behind: iterations of 40+ steps took 0.2-0.3 s,
+        # the samples reached the safety node over 0.25 s old (max_joint_state_age) and it latched
+        # joint_state_stale / joint_state_stall. (Catch-up samples stamped with the wall clock a fraction of
+        # dt apart implied speeds several times the real one: the stamp stays the physics time.)
         t_physics = self.now()
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             if self._reset_request.is_set():
@@ -183,13 +197,13 @@ class SimArmNode(Node):
                 self.sim.set_targets(target)
                 self.sim.step(dt)
                 t_physics += dt
-                stamp = sec_to_stamp(t_physics)
-                self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                               position=self.sim.joint_positions().tolist(),
-                                               velocity=self.sim.joint_velocities().tolist()))
-                if self.expert is not None:
-                    self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                                       position=target.tolist()))
+            stamp = sec_to_stamp(t_physics)
+            self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                           position=self.sim.joint_positions().tolist(),
+                                           velocity=self.sim.joint_velocities().tolist()))
+            if self.expert is not None:
+                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                                   position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
                 for cam, pub, compressed in zip(self.p["camera_names"], self.cam_pubs, self.compressed):
