@@ -3,8 +3,8 @@
 Publishes camera images (rgb8, or JPEG CompressedImage on topics ending in /compressed — what crosses a
 link to another host; stamped with the physics step they show, sensor-data QoS) and
 joint_states; executes JointTrajectory on the controller topic with JTC semantics; physics runs in
-real time in its own thread, the cameras render a snapshot of it on another (which owns the EGL context)
-at a lower priority, so a slow frame delays (or drops) frames, never joint states. Each episode draws cube poses and a
+real time in its own thread, the cameras render a snapshot of it on another (which owns the EGL context),
+so a slow frame delays (or drops) frames, never joint states. Each episode draws cube poses and a
 task from the seed and publishes the task's instruction (latched). ``~/reset`` starts the next
 episode and logs how the last one ended (success time, closest approach to the target cube);
 ``~/success`` and /diagnostics report the task's success detector. With ``expert: true`` the scripted
@@ -14,7 +14,6 @@ expert drives the arm and publishes its commands on ``leader_topic`` like a tele
 from __future__ import annotations
 
 import array
-import os
 import threading
 import time
 
@@ -169,10 +168,10 @@ class SimArmNode(Node):
     def _camera_loop(self) -> None:
         """Render and publish each snapshot the physics thread hands over. Rendering two cameras took 8 ms
         on an idle core and 50-200 ms on the loaded 2-core host; inside the physics loop that held back the
-        joint states until the safety node latched joint_state_stall (no state for 0.25 s). At the default
-        priority, below the physics thread's process_niceness: the GL worker threads it starts inherit it."""
+        joint states until the safety node latched joint_state_stall (no state for 0.25 s). At the process's
+        priority, not below it: preempted while holding the GIL, a lower-priority camera thread stalled the
+        physics thread for 0.25-0.45 s (priority inversion); rendering and JPEG release the GIL."""
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, max(0, os.getpriority(os.PRIO_PROCESS, 0)))   # this thread (Linux)
             while not self._stop.is_set() and self.context.ok():
                 if not self._frame_due.wait(timeout=0.1):
                     continue
