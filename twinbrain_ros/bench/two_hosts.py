@@ -47,6 +47,8 @@ CONDITIONS = {
     "partition_2s": LinkCondition("partition_2s", down=True),
 }
 PARTITION_S = 2.0
+# SafetyStatus counters that count limiting, not interventions (left out of the per-kind deltas)
+LIMIT_COUNTERS = {"limited", "position", "step", "velocity", "acceleration", "jerk", "braking"}
 
 
 def read_events(path: Path) -> list[dict]:
@@ -193,7 +195,12 @@ def analyse(window: dict, robot: list[dict], gpu: list[dict], max_chunk_age: flo
     counters = {}
     if first and last:
         counters = {"watchdog_trips": last["wd"] - first["wd"], "limited_ticks": last["lim"] - first["lim"],
-                    "rejected_commands": last["rej"] - first["rej"], "fault_latches": last["faults"] - first["faults"]}
+                    "rejected_commands": last["rej"] - first["rej"], "fault_latches": last["faults"] - first["faults"],
+                    # a fault latched before the window holds through it: its rejections count here
+                    # (fault_active), its latch does not
+                    "held_by_fault_at_start": bool(first["fault"] or first["estop"]),
+                    "by_kind": {k: v - first["c"].get(k, 0) for k, v in sorted(last["c"].items())
+                                if k not in LIMIT_COUNTERS and v - first["c"].get(k, 0)}}
     q = np.array([e["q"] for e in outputs]) if outputs else np.zeros((0, 7))
     success = [e["v"] for e in robot if e["k"] == "ok" and e["t"] < t2]
     out = {"link": CONDITIONS[window["name"]].as_dict(),
@@ -217,6 +224,7 @@ def analyse(window: dict, robot: list[dict], gpu: list[dict], max_chunk_age: flo
         # the last 0.3 s before the link came back: no output, or outputs that no longer move
         last = np.array([e["q"] for e in outputs if t1 - 0.3 <= e["t"] < t1])
         out["partition"] = {"setpoints_while_cut_after_bound": len(during), "resumed": bool(after),
+                            "outputs_after_link_back": sum(1 for e in outputs if e["t"] >= t1),
                             "resumed_after_s": round(after[0]["t"] - t1, 3) if after else None,
                             "max_output_step_rad": round(float(steps.max(initial=0.0)), 5),
                             "watchdog_active_while_cut": any(e["watchdog"] for e in status if t0 < e["t"] < t1 + 0.2),

@@ -10,6 +10,16 @@ import time
 from collections.abc import Callable
 
 
+def renice(niceness: int, on_refused: Callable[[OSError], None]) -> None:
+    """Set the calling thread's nice value (per thread on Linux; threads started later inherit it). Raising
+    priority needs root or CAP_SYS_NICE: without it ``on_refused`` is told and the default stays."""
+    if niceness:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        except OSError as exc:   # PermissionError included
+            on_refused(exc)
+
+
 class PeriodicThread(threading.Thread):
     """Calls ``tick()`` every ``period`` seconds until ``running()`` is false. Each wake-up's lateness is
     appended to ``tick_errors`` (s); an exception in a tick goes to ``on_error`` and the loop goes on;

@@ -3,7 +3,8 @@
 Publishes camera images (rgb8, or JPEG CompressedImage on topics ending in /compressed — what crosses a
 link to another host; stamped with the physics step they show, sensor-data QoS) and
 joint_states; executes JointTrajectory on the controller topic with JTC semantics; physics runs in
-real time in its own thread (which also owns the EGL context). Each episode draws cube poses and a
+real time in its own thread, the cameras render a snapshot of it on another (which owns the EGL context),
+so a slow frame delays (or drops) frames, never joint states. Each episode draws cube poses and a
 task from the seed (sim/tasks.py: which cube, which verb) and publishes the task's instruction
 (latched); an instruction someone else publishes that names a task (``twinbrain-ros instruct "touch the
 red cube"``) retargets the success detector to it. ``~/reset`` starts the next
@@ -35,6 +36,7 @@ from ..sim.trajectory import TrajectoryFollower
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import Param, declare, non_empty, positive
 from .qos import LATCHED
+from .realtime import renice
 from .ros_convert import duration_to_sec, sec_to_stamp, stamp_to_sec
 
 PARAMS = [
@@ -57,6 +59,10 @@ PARAMS = [
     Param("seed", 0, "Seed of the first episode; episode k uses seed + k."),
     Param("expert", False, "The scripted expert drives the arm (teleop stand-in for recording)."),
     Param("leader_topic", "leader/joint_states", "Expert mode: the leader-arm JointState it publishes."),
+    Param("process_niceness", -10, "Nice value of this process's threads where permitted (root or CAP_SYS_NICE), "
+          "as safety_node's: the sim stands in for the robot's hardware, whose joint states a busy host does "
+          "not delay; at the default priority a loaded host starved the physics loop until its joint states "
+          "arrived older than the safety node's max_joint_state_age. 0 leaves it."),
 ]
 
 
@@ -74,6 +80,10 @@ class SimArmNode(Node):
         super().__init__("sim_arm", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
+        # from the thread that spins, before any other starts: the physics thread inherits it, and so does
+        # the executor thread whose trajectory callbacks it shares a lock (and the GIL) with
+        renice(p["process_niceness"], lambda exc: self.get_logger().info(
+            f"process_niceness {p['process_niceness']} not permitted ({exc}); running at the default"))
         if len(p["camera_topics"]) != len(p["camera_names"]):
             raise ValueError("sim_arm: camera_topics and camera_names must have the same length")
         self.lock = threading.Lock()
@@ -109,6 +119,12 @@ class SimArmNode(Node):
         self._retarget = None     # a task named by someone else's instruction, for the physics thread
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(1.0, self._publish_diagnostics)
+        self._frame_due = threading.Event()   # set by physics with a snapshot to render, cleared when published
+        self._frame: tuple | None = None       # (MjData snapshot, stamp) while _frame_due is set
+        self._frame_data = None                # the snapshot's buffer, reused
+        self.frames_dropped = 0                # camera ticks that found the previous frame still rendering
+        self.camera_thread = threading.Thread(target=self._camera_loop, name="sim-cameras", daemon=True)
+        self.camera_thread.start()
         self.thread = threading.Thread(target=self._physics_loop, name="sim-physics", daemon=True)
         self.thread.start()
         if not self._ready.wait(timeout=30.0):
@@ -189,20 +205,54 @@ class SimArmNode(Node):
         except Exception:   # noqa: BLE001
             if self.context.ok():
                 raise       # a real failure; at shutdown publishing simply stops working
+
+    def _camera_loop(self) -> None:
+        """Render and publish each snapshot the physics thread hands over. Rendering two cameras took 8 ms
+        on an idle core and 50-200 ms on the loaded 2-core host; inside the physics loop that held back the
+        joint states until the safety node latched joint_state_stall (no state for 0.25 s). At the process's
+        priority, not below it: preempted while holding the GIL, a lower-priority camera thread stalled the
+        physics thread for 0.25-0.45 s (priority inversion); rendering and JPEG release the GIL."""
+        try:
+            while not self._stop.is_set() and self.context.ok():
+                if not self._frame_due.wait(timeout=0.1):
+                    continue
+                data, stamp = self._frame
+                for cam, pub, compressed in zip(self.p["camera_names"], self.cam_pubs, self.compressed):
+                    rgb = self.sim.render(cam, data)
+                    h, w, _ = rgb.shape
+                    # stamped with the physics state it shows (like a camera's exposure time), not the
+                    # end of rendering: the policy pairs each frame with the joint state at its stamp
+                    if compressed:
+                        pub.publish(CompressedImage(header=Header(stamp=stamp), format="rgb8; jpeg compressed bgr8",
+                                                    data=array.array("B", rgb_to_jpeg(rgb, self.p["jpeg_quality"]))))
+                        continue
+                    pub.publish(Image(header=Header(stamp=stamp), height=h, width=w,
+                                      encoding="rgb8", step=w * 3,
+                                      # array.array is taken as-is; bytes are checked element by element (6x slower)
+                                      data=array.array("B", rgb.tobytes())))
+                self._frame_due.clear()
+        except Exception:   # noqa: BLE001
+            if self.context.ok():
+                raise
         finally:
             if self.sim is not None:
-                self.sim.close()
+                self.sim.close()   # the renderer's GL context belongs to this thread
 
     def _run_physics(self) -> None:
         dt = 1.0 / self.p["joint_state_rate_hz"]
         cam_period = 1.0 / self.p["camera_rate_hz"]
         next_cam = 0.0
         # The ROS time the physics state stands for. Each loop steps the physics (0.1 ms a step) up to the
-        # ROS clock, each step with the controller's setpoint of its own time and a joint state stamped
-        # with its physics time. After a slow iteration (rendering, a busy host) the arm is where a real
-        # arm would be and every sample is stamped right: catch-up samples stamped with the wall clock a
-        # fraction of dt apart implied speeds several times the real one, and skipping time made the
-        # setpoint jump ahead of the arm. Only past 0.2 s behind is the lost time skipped.
+        # ROS clock, each step with the controller's setpoint of its own time. After a slow iteration
+        # (rendering, a busy host) the arm is where a real arm would be: skipping time made the setpoint
+        # jump ahead of the arm. Only past 0.2 s behind is the lost time skipped.
+        # One joint state per iteration, the state just reached, stamped with its physics time — what a
+        # real driver does after a late cycle: it reports where the arm is now, it does not replay the
+        # samples it missed. Replaying them (one publish per catch-up step) cost more than the physics, so
+        # on a busy host the catch-up itself fell further behind: iterations of 40+ steps took 0.2-0.3 s,
+        # the samples reached the safety node over 0.25 s old (max_joint_state_age) and it latched
+        # joint_state_stale / joint_state_stall. (Catch-up samples stamped with the wall clock a fraction of
+        # dt apart implied speeds several times the real one: the stamp stays the physics time.)
         t_physics = self.now()
         while not self._stop.is_set() and self.context.ok():   # ends with rclpy shutdown too
             if self._reset_request.is_set():
@@ -224,28 +274,21 @@ class SimArmNode(Node):
                 self.sim.set_targets(target)
                 self.sim.step(dt)
                 t_physics += dt
-                stamp = sec_to_stamp(t_physics)
-                self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                               position=self.sim.joint_positions().tolist(),
-                                               velocity=self.sim.joint_velocities().tolist()))
-                if self.expert is not None:
-                    self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
-                                                       position=target.tolist()))
+            stamp = sec_to_stamp(t_physics)
+            self.js_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                           position=self.sim.joint_positions().tolist(),
+                                           velocity=self.sim.joint_velocities().tolist()))
+            if self.expert is not None:
+                self.leader_pub.publish(JointState(header=Header(stamp=stamp), name=ARM_JOINTS,
+                                                   position=target.tolist()))
             if time.monotonic() >= next_cam:
                 next_cam = time.monotonic() + cam_period
-                for cam, pub, compressed in zip(self.p["camera_names"], self.cam_pubs, self.compressed):
-                    rgb = self.sim.render(cam)
-                    h, w, _ = rgb.shape
-                    # stamped with the physics state it shows (like a camera's exposure time), not the
-                    # end of rendering: the policy pairs each frame with the joint state at its stamp
-                    if compressed:
-                        pub.publish(CompressedImage(header=Header(stamp=stamp), format="rgb8; jpeg compressed bgr8",
-                                                    data=array.array("B", rgb_to_jpeg(rgb, self.p["jpeg_quality"]))))
-                        continue
-                    pub.publish(Image(header=Header(stamp=stamp), height=h, width=w,
-                                      encoding="rgb8", step=w * 3,
-                                      # array.array is taken as-is; bytes are checked element by element (6x slower)
-                                      data=array.array("B", rgb.tobytes())))
+                if self._frame_due.is_set():
+                    self.frames_dropped += 1   # the last frame is still rendering: a busy host drops this one
+                else:   # the camera thread is idle: the buffer is free
+                    self._frame_data = self.sim.snapshot(self._frame_data)
+                    self._frame = (self._frame_data, stamp)
+                    self._frame_due.set()
             with self.lock:
                 retarget, self._retarget = self._retarget, None
             if retarget is not None and retarget != self.sim.task:
@@ -276,14 +319,16 @@ class SimArmNode(Node):
         values = {"episode": self.episode, "task": self.sim.task.name, "cube": self.sim.task.cube,
                   "instruction": self.sim.task.instruction, "success": self.success,
                   "wrong_objects": ",".join(self.sim.wrong_objects()), "sim_time": f"{self.sim.time:.2f}",
+                  "camera_frames_dropped": self.frames_dropped,
                   **(self.closest.summary() if self.closest else {})}
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(self.now()), "twinbrain: sim_arm", self.get_name(),
                                                "ok", "success" if self.success else "running", values))
 
     def destroy_node(self):
         self._stop.set()
-        if getattr(self, "thread", None) is not None and self.thread.is_alive():
-            self.thread.join(timeout=5.0)
+        for thread in (getattr(self, "thread", None), getattr(self, "camera_thread", None)):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=5.0)
         return super().destroy_node()
 
 

@@ -177,10 +177,18 @@ class ArmSim:
         return sorted((self.touched | moved) - {target})
 
     # -- cameras --------------------------------------------------------------------------------
-    def render(self, camera: str) -> np.ndarray:
+    def snapshot(self, into: mujoco.MjData | None = None) -> mujoco.MjData:
+        """A copy of the physics state (``into`` reused when given), to render from on another thread."""
+        into = mujoco.MjData(self.model) if into is None else into
+        mujoco.mj_copyData(into, self.model, self.data)
+        return into
+
+    def render(self, camera: str, data: mujoco.MjData | None = None) -> np.ndarray:
+        """``camera``'s image of the current state, or of ``data`` (a snapshot). The renderer (its GL context)
+        belongs to the thread that renders first: render, and close, from that thread only."""
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.height, self.width)
-        self._renderer.update_scene(self.data, camera)
+        self._renderer.update_scene(self.data if data is None else data, camera)
         return self._renderer.render()
 
     def close(self) -> None:
