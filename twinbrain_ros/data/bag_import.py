@@ -87,11 +87,18 @@ class _Import:
     # -- episodes ---------------------------------------------------------------------------------
     def _open(self, joint_names: list[str]) -> None:
         spec = self.spec
-        self.joint_names = joint_names
-        schema = Schema(spec.fps, {c: tuple(spec.image_size) for c in spec.cameras}, joint_names, joint_names)
-        self.writer = LeRobotV3Writer(spec.out, schema, spec.robot_type, spec.codec)
-        self.sync = ObservationSynchronizer(list(spec.cameras), joint_names, spec.sync_slop, spec.max_repeat_age, 0.1)
+        if self.writer is None:
+            self.joint_names = joint_names
+            schema = Schema(spec.fps, {c: tuple(spec.image_size) for c in spec.cameras}, joint_names, joint_names)
+            self.writer = LeRobotV3Writer(spec.out, schema, spec.robot_type, spec.codec)
+        self.sync = ObservationSynchronizer(list(spec.cameras), self.joint_names, spec.sync_slop, spec.max_repeat_age,
+                                            0.1)
         self.sync.set_instruction(self.instruction)
+
+    def new_recording(self) -> None:
+        """Another bag: its clock starts afresh (stamps may even repeat the last bag's), so does the replay."""
+        self.end()
+        self.sync = self.command = self.next_tick = self.last_frame = None
 
     def set_instruction(self, text: str) -> None:
         self.instruction = text.strip() or self.instruction
@@ -198,6 +205,7 @@ def _replay(job: _Import, paths: list[Path]) -> None:
         camera_of = {t: c for c, t in spec.cameras.items()}
         extra = {t for t in (spec.instruction_topic, split_topic) if t}
         connections = [c for c in reader.connections if c.topic in wanted or c.topic in extra]
+        job.new_recording()
         if split_topic is None:
             job.start()
         for connection, _, raw in reader.messages(connections=connections):
