@@ -36,13 +36,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")      # utime + stime
 
 
-def _video_frames(ds: LeRobotV3Dataset, ep: dict, key: str) -> int:
-    import av
-
-    with av.open(str(ds.episode_files(ep)[key])) as container:
-        return sum(1 for p in container.demux(container.streams.video[0]) if p.pts is not None)
-
-
 def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | None = None,
         dds_profile: bool = True) -> dict:
     dataset = Path(out or tempfile.mkdtemp(prefix="twinbrain-recorder-")) / "dataset"
@@ -92,7 +85,7 @@ def run(seconds: float, size=(480, 640), camera_hz: float = 30.0, out: str | Non
     if not stopped.success or not (dataset / "meta" / "info.json").exists():
         raise RuntimeError(f"recorder stop: {stopped.message}; its diagnostics: {values}")
     ds = LeRobotV3Dataset(dataset)
-    episodes = [{"rows": ep["length"], **{k.rsplit(".", 1)[1]: _video_frames(ds, ep, k) for k in ds.video_keys}}
+    episodes = [{"rows": ep["length"], **{k.rsplit(".", 1)[1]: len(ds.frame_times(ep, k)) for k in ds.video_keys}}
                 for ep in ds.episodes]
     received = int(values.get("camera_frames", 0)) - received_at_start
     published = published_total - published_at_start

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .lerobot_stats import STAT_KEYS
+from .lerobot_v3 import TIMESTAMP_TOLERANCE_S as TOLERANCE_S
 from .lerobot_v3 import DatasetError, LeRobotV3Dataset
 
-TOLERANCE_S = 1e-4      # lerobot's tolerance_s for timestamps
 LOCATION_COLUMNS = ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
                     "dataset_to_index", "meta/episodes/chunk_index", "meta/episodes/file_index")
 VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
@@ -80,7 +80,7 @@ def _info_problems(ds: LeRobotV3Dataset) -> list[str]:
 
 
 def _episode_column_problems(ds: LeRobotV3Dataset, stat_features: dict) -> list[str]:
-    rows = ds._episode_rows(stats=True)
+    rows = ds.episode_rows(stats=True)
     if not rows:
         return []
     found = []
@@ -129,7 +129,7 @@ def _stats_json_problems(path: Path, stat_features: dict) -> list[str]:
 
 def _data_problems(ds: LeRobotV3Dataset, ep: dict) -> list[str]:
     i, n = ep["episode_index"], ep["length"]
-    table = ds._episode_table(ep, ["timestamp", "frame_index", "index", "task_index"])
+    table = ds.episode_table(ep, ["timestamp", "frame_index", "index", "task_index"])
     if table.num_rows != n:
         return [f"episode {i}: {table.num_rows} data rows, length says {n}"]
     found = []
@@ -148,16 +148,11 @@ def _data_problems(ds: LeRobotV3Dataset, ep: dict) -> list[str]:
 
 
 def _video_problems(ds: LeRobotV3Dataset, ep: dict, key: str) -> list[str]:
-    import av
-
     i, n = ep["episode_index"], ep["length"]
     start, end = ep[f"videos/{key}/from_timestamp"], ep[f"videos/{key}/to_timestamp"]
     if abs((end - start) - n / ds.fps) > TOLERANCE_S:
         return [f"episode {i} {key}: video span {end - start:.4f} s for {n} rows at {ds.fps} fps"]
-    with av.open(str(ds.episode_files(ep)[key])) as container:
-        stream = container.streams.video[0]
-        times = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None)
-    times = np.array([t for t in times if start - TOLERANCE_S <= t < end - TOLERANCE_S])
+    times = ds.frame_times(ep, key)
     if len(times) != n:
         return [f"episode {i} {key}: {len(times)} video frames for {n} rows"]
     off = np.abs(times - (start + np.arange(n) / ds.fps))

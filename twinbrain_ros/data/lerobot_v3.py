@@ -31,6 +31,7 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 CHUNKS_SIZE = 1000
 CAMERA_PREFIX = "observation.images."
+TIMESTAMP_TOLERANCE_S = 1e-4    # lerobot's tolerance_s: how far a frame may sit from its row's timestamp
 
 
 class DatasetError(ValueError):
@@ -105,7 +106,7 @@ class LeRobotV3Dataset:
         if self.info.get("codebase_version") != CODEBASE_VERSION:
             raise DatasetError(f"{info_path}: codebase_version {self.info.get('codebase_version')!r}, expected v3.0")
         self.fps = self.info["fps"]
-        self.episodes = self._episode_rows(stats=False)
+        self.episodes = self.episode_rows(stats=False)
         tasks_path = self.root / "meta" / "tasks.parquet"
         if not tasks_path.is_file():
             raise DatasetError(f"dataset incomplete: {tasks_path} is missing")
@@ -127,7 +128,8 @@ class LeRobotV3Dataset:
                     raise DatasetError(f"dataset incomplete: episode {ep['episode_index']} needs {path}, "
                                        "which is missing")
 
-    def _episode_rows(self, stats: bool) -> list[dict]:
+    def episode_rows(self, stats: bool) -> list[dict]:
+        """meta/episodes rows of the committed episodes, with their ``stats/...`` columns or without."""
         paths = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not paths:
             raise DatasetError(f"dataset incomplete: no meta/episodes parquet files under {self.root}")
@@ -139,10 +141,6 @@ class LeRobotV3Dataset:
         rows = [r for r in rows if r["episode_index"] < self.info["total_episodes"]]
         return sorted(rows, key=lambda r: r["episode_index"])
 
-    def episode_stats(self) -> list[dict]:
-        """Every episode's ``stats/<feature>/<stat>`` columns, as stored."""
-        return [{k: v for k, v in row.items() if k.startswith("stats/")} for row in self._episode_rows(stats=True)]
-
     def episode_files(self, ep: dict) -> dict:
         files = {"data": self.root / self.info["data_path"].format(chunk_index=ep["data/chunk_index"],
                                                                     file_index=ep["data/file_index"])}
@@ -151,7 +149,7 @@ class LeRobotV3Dataset:
                 video_key=key, chunk_index=ep[f"videos/{key}/chunk_index"], file_index=ep[f"videos/{key}/file_index"])
         return files
 
-    def _episode_table(self, ep: dict, columns=None) -> pa.Table:
+    def episode_table(self, ep: dict, columns=None) -> pa.Table:
         path = self.episode_files(ep)["data"]
         if self._table_cache is None or self._table_cache[0] != path:   # lerobot puts many episodes in one file
             self._table_cache = (path, pq.read_table(path))
@@ -162,7 +160,7 @@ class LeRobotV3Dataset:
 
     def episode_data(self, ep: dict) -> dict:
         """Numeric columns of one episode as numpy arrays (image columns: ``episode_frames``)."""
-        table = self._episode_table(ep)
+        table = self.episode_table(ep)
         out = {}
         for name in table.column_names:
             if name in self.image_keys:
@@ -175,7 +173,7 @@ class LeRobotV3Dataset:
     def episode_frames(self, ep: dict, key: str) -> np.ndarray:
         """Decoded RGB frames (T, H, W, 3) of one episode for one camera key."""
         if key in self.image_keys:
-            return np.stack([_decode_image(cell, key) for cell in self._episode_table(ep, [key])[key].to_pylist()])
+            return np.stack([_decode_image(cell, key) for cell in self.episode_table(ep, [key])[key].to_pylist()])
         if key not in self.video_keys:
             raise DatasetError(f"{self.root}: no camera {key!r}; cameras: {self.camera_keys}")
         import av
@@ -189,11 +187,22 @@ class LeRobotV3Dataset:
                 container.seek(int(start / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 t = float(frame.pts * stream.time_base)
-                if t >= end - 1e-4:
+                if t >= end - TIMESTAMP_TOLERANCE_S:
                     break
-                if t >= start - 1e-4:
+                if t >= start - TIMESTAMP_TOLERANCE_S:
                     frames.append(frame.to_ndarray(format="rgb24"))
         return np.stack(frames)
+
+    def frame_times(self, ep: dict, key: str) -> np.ndarray:
+        """Presentation times (s, in the file) of one episode's frames of one video key, in order, read
+        from the packets without decoding."""
+        import av
+
+        start, end = ep[f"videos/{key}/from_timestamp"], ep[f"videos/{key}/to_timestamp"]
+        with av.open(str(self.episode_files(ep)[key])) as container:
+            stream = container.streams.video[0]
+            times = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None)
+        return np.array([t for t in times if start - TIMESTAMP_TOLERANCE_S <= t < end - TIMESTAMP_TOLERANCE_S])
 
 
 def camera_name(key: str) -> str:

@@ -100,7 +100,7 @@ class LeRobotV3Writer:
         if differences:
             raise DatasetError(f"{self.info_path}: refusing to append episodes with a different schema "
                                f"({'; '.join(differences)}); use another folder")
-        self.episodes = reader._episode_rows(stats=True)
+        self.episodes = reader.episode_rows(stats=True)
         self.tasks = reader.tasks
         for ep in reader.episodes:
             data = reader.episode_data(ep)
