@@ -259,6 +259,36 @@ def test_release_restarts_from_the_measured_state_at_rest():
     np.testing.assert_array_equal(lim.step(now + 0.62).positions, [0.1, 0.2, 0.4])   # holds until a command
 
 
+def test_release_resumes_from_the_held_output_when_the_arm_is_there():
+    """CI caught it (trip_release_race): the last joint state before the release was taken a tick before
+    the stop, 3e-6 rad behind the held output. Re-seeding from it stepped the setpoint back, and the next
+    command's first step from rest then needed 6.03 rad/s² against a 6 rad/s² limit. A rest measurement
+    within ``resume_tolerance`` of the held output resumes from the output; one beyond restarts there."""
+    limits = [JointLimit(n, -1.0, 1.0, max_velocity=2.0, max_acceleration=20.0) for n in NAMES]
+    lim = SafetyLimiter(limits, DT, position_margin=0.05, timeout=0.1, resume_tolerance=0.002)
+    lim.reset(np.zeros(3), now=0.0)
+    out = ramp_to(lim, np.full(3, 0.5), steps=30)
+    now = 30 * DT
+    lim.latch_estop()
+    while not lim.output_at_rest:
+        now += DT
+        out.append(lim.step(now).positions)
+    held = lim.q.copy()
+    assert lim.release(now, held - 3e-6)[0] and lim.counters["resume"] == 1 and lim.counters["restart"] == 0
+    np.testing.assert_array_equal(lim.q, held)
+    for _ in range(20):
+        now += DT
+        out.append(lim.limit(NAMES, np.full(3, -0.5), now).positions)
+    check_outputs(out, lim)
+    lim.latch_estop()
+    while not lim.output_at_rest:
+        now += DT
+        lim.step(now)
+    moved = lim.q + np.array([0.0, 0.0021, 0.0])   # one joint just beyond the tolerance: the arm was moved
+    assert lim.release(now, moved)[0] and lim.counters["restart"] == 1
+    np.testing.assert_array_equal(lim.q, moved)
+
+
 def test_release_with_nothing_latched_is_a_counted_noop_while_moving():
     """Old behaviour: release during motion reset the limiter (a dead stop from full speed)."""
     lim, out, now = moving_limiter()

@@ -48,7 +48,9 @@ def test_trip_release_races_stay_within_limits():
     result = bench.SCENARIOS["trip_release_race"]()
     assert result["violations"] == NO_VIOLATIONS, result
     assert result["counters"]["estop"] >= 5 and result["counters"]["release_refused"] >= 1, result
-    assert result["releases_granted"] == result["counters"]["restart"]
+    # each granted release either resumed from the held output (the arm is there, up to a sample taken a tick
+    # before the stop) or restarted from a measurement that differs
+    assert result["releases_granted"] == result["counters"].get("restart", 0) + result["counters"]["resume"], result
 
 
 def test_one_shot_trips_from_fresh_publishers_all_latch():

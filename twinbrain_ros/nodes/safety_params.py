@@ -70,7 +70,9 @@ PARAMS = ROBOT + [
           "(e.g. a mimic finger); any other unknown name latches joint_state_unknown_joint."),
     Param("rest_samples", 5, "Consecutive consistent joint states that make the arm count as at rest: the "
           "limiter starts and restarts only from such a measurement.", positive),
-    Param("rest_tolerance", 0.002, "Largest spread of those samples (rad / m).", positive),
+    Param("rest_tolerance", 0.002, "Largest spread of those samples (rad / m); a release whose rest measurement "
+          "is this close to the held output resumes from the output instead of restarting from the measurement.",
+          positive),
     Param("estop_heartbeat_topic", "~/heartbeat", "Bool from an e-stop device: True = ok."),
     Param("estop_heartbeat_timeout", 0.0, "> 0: the e-stop trips when the heartbeat is silent this long or says "
           "False (s); 0 disables heartbeat mode.", non_negative),
@@ -111,7 +113,7 @@ class SafetyConfig:
         p = self.p
         return SafetyLimiter(self.space_limits, self.period, p["position_margin"], p["max_step"] or None,
                              p["command_timeout"], p["velocity_scale"],
-                             None if p["dry_run"] else (p["max_tracking_error"] or None))
+                             None if p["dry_run"] else (p["max_tracking_error"] or None), p["rest_tolerance"])
 
     def monitor(self) -> FeedbackMonitor:
         p = self.p

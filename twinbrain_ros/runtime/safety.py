@@ -42,10 +42,14 @@ class LimitResult:
 class SafetyLimiter:
     def __init__(self, limits: list[JointLimit] | JointSpace, period: float, position_margin: float | list[float] = 0.0,
                  max_step: float | None = None, timeout: float = 0.5, velocity_scale: float = 1.0,
-                 max_tracking_error: float | None = None):
+                 max_tracking_error: float | None = None, resume_tolerance: float = 0.0):
         """``position_margin``: one value for all joints or one per joint, in each joint's units (a margin
         in rad on the arm would eat a quarter of a 4 cm gripper's stroke). ``max_tracking_error``: a
-        measured joint further than this from the output latches a fault (None: not checked)."""
+        measured joint further than this from the output latches a fault (None: not checked).
+        ``resume_tolerance``: a release whose rest measurement is this close to the held output (every
+        joint) resumes from the held output instead of restarting from the measurement — the arm is where
+        the controller holds it, up to feedback noise and a sample taken a tick before the stop; re-seeding
+        from that sample would step the setpoint back and then accelerate, over the limit."""
         if period <= 0:
             raise ValueError("control period must be > 0")
         self.space = s = limits if isinstance(limits, JointSpace) else JointSpace(limits, position_margin,
@@ -54,6 +58,7 @@ class SafetyLimiter:
         self.lower, self.upper, self.vmax, self.amax, self.jmax = s.lower, s.upper, s.vmax, s.amax, s.jmax
         self.period, self.max_step, self.timeout = period, max_step, timeout
         self.max_tracking_error = max_tracking_error or None
+        self.resume_tolerance = resume_tolerance
         self.counters: Counter[str] = Counter()
         self.estopped = False
         self.faults: dict[str, str] = {}          # latched fault kind -> reason
@@ -131,8 +136,9 @@ class SafetyLimiter:
                 ) -> tuple[bool, str]:
         """Release a latched e-stop and faults. Refused (counted) while ``blocked_by`` names a cause that is
         still present or while the output is still decelerating. ``rest_position``: a validated
-        measurement of the arm at rest to restart from (it may have been moved while stopped); None
-        resumes from the held output. Motion resumes only with a new command."""
+        measurement of the arm at rest to restart from (it may have been moved while stopped); None, or
+        one within ``resume_tolerance`` of the held output, resumes from the held output (counted
+        ``resume``; a restart is counted ``restart``). Motion resumes only with a new command."""
         if not self.holding:
             self.counters["release_noop"] += 1
             return False, "nothing is latched: release changed nothing"
@@ -142,11 +148,18 @@ class SafetyLimiter:
             return False, f"release refused: {refusal}"
         cleared = (["e-stop"] if self.estopped else []) + sorted(self.faults)
         self.estopped, self.faults = False, {}
-        if rest_position is not None:
+        if rest_position is not None and not self._holds_at(rest_position):
             self.reset(rest_position, now)
             self.counters["restart"] += 1
+        else:
+            self.counters["resume"] += 1
         self.target = None
         return True, f"released ({', '.join(cleared)}); motion resumes with the next command"
+
+    def _holds_at(self, measured) -> bool:
+        """The (clamped) measurement is within ``resume_tolerance`` of the held output on every joint."""
+        measured = np.clip(np.asarray(measured, np.float64), self.lower, self.upper)
+        return bool(np.all(np.abs(measured - self.q) <= self.resume_tolerance))
 
     def order(self, names, values) -> np.ndarray:
         """Values in configured order; rejects unknown, missing, duplicate names and NaN/inf."""
