@@ -33,18 +33,23 @@ from .stats import emit
 
 
 def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, image_size: int,
-              lr_right: float, delta: bool) -> tuple[str, str, dict]:
+              lr_right: float, delta: bool, val_episodes: int = 5, probes=None) -> tuple[str, str, dict]:
     """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget, or
-    (``minutes`` None) exactly ``steps_cap`` steps."""
+    (``minutes`` None) exactly ``steps_cap`` steps. ``probes(trainer)``: named sample sets whose loss is
+    logged with the validation loss and reported at the end."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
                       image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
-                      noise_draws=4, val_episodes=5, time_budget_s=(minutes or 0) * 60, delta_actions=delta)
+                      noise_draws=4, val_episodes=val_episodes, time_budget_s=(minutes or 0) * 60,
+                      delta_actions=delta)
     trainer = Trainer(cfg)
+    if probes is not None:
+        trainer.probes = probes(trainer)
     untrained = str(trainer.save(out / "untrained"))
     result = trainer.run()
     info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
             "delta_actions": delta,
-            "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss()}
+            "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss(),
+            **{name: trainer.evaluation_loss(samples) for name, samples in trainer.probes.items()}}
     (out / "train_info.json").write_text(json.dumps(info))
     return untrained, result["checkpoint"], info
 

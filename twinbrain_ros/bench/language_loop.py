@@ -16,15 +16,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..cli import running_graph
+from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..data.record_sim import record
 from ..graph import load_config, section_params
 from ..sim.arm_sim import ArmSim
@@ -32,10 +35,38 @@ from ..sim.expert import run_episode
 from ..sim.tasks import COLOURS, Task, parse_instruction
 from .closed_loop import _call, _release
 
+VAL_EPISODES = 24   # two per task on average: the language probes need every task in the validation set
+
 
 def swapped(task: Task) -> Task:
     """The control's instruction: the same words with the next colour."""
     return task.with_cube(COLOURS[(COLOURS.index(task.cube) + 1) % len(COLOURS)])
+
+
+class InstructionProbe:
+    """Samples spread evenly over ``samples`` (all validation episodes, all tasks), with the instruction
+    rewritten by ``rewrite``. The action loss with the named colour against the loss with the colour
+    swapped says, without the ROS graph, whether the words reach the actions: a policy that ignores
+    them scores both the same."""
+
+    def __init__(self, samples, rewrite, count: int = 64):
+        self.samples, self.rewrite = samples, rewrite
+        self.indices = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).astype(int))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        sample = self.samples[int(self.indices[i])]
+        return dataclasses.replace(sample, instruction=self.rewrite(sample.instruction))
+
+
+def language_probes(trainer) -> dict:
+    """val_loss_named / val_loss_swapped on the same validation frames (see InstructionProbe)."""
+    def swap(text: str) -> str:
+        return swapped(parse_instruction(text)).instruction
+    return {"val_loss_named": InstructionProbe(trainer.val_set, str),
+            "val_loss_swapped": InstructionProbe(trainer.val_set, swap)}
 
 
 def evaluate(checkpoint: str, seeds: list[int], episode_seconds: float, workdir: Path, swap: bool) -> list[dict]:
@@ -134,9 +165,14 @@ def run(args, out: Path, train_for) -> dict:
         train_info = json.loads((out / "train" / "train_info.json").read_text())
         rec = {}
     else:
-        rec = record(dataset, args.episodes, fps=10, task="mixture", first_seed=0, image_size=(224, 224))
+        recorded = Path(dataset, "meta", "info.json").exists() and len(LeRobotV3Dataset(dataset).episodes)
+        if recorded == args.episodes:   # the same demonstrations (seeds 0.. in order): train on them again
+            rec = {"episodes": recorded, "reused_dataset": True}
+        else:
+            rec = record(dataset, args.episodes, fps=10, task="mixture", first_seed=0, image_size=(224, 224))
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
-                                                   args.image_size, args.lr_right, args.delta_actions)
+                                                   args.image_size, args.lr_right, args.delta_actions,
+                                                   val_episodes=VAL_EPISODES, probes=language_probes)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))               # never seen in training
     logs = out / "eval"
     logs.mkdir(exist_ok=True)
@@ -146,6 +182,7 @@ def run(args, out: Path, train_for) -> dict:
     (logs / "episode_results.json").write_text(json.dumps({"fine_tuned": fine_tuned, "swap": swap,
                                                           "untrained": baseline}, indent=1))
     return {"bench": "closed-loop", "task": "mixture", "demonstrations": rec.get("episodes"),
+            "reused_dataset": rec.get("reused_dataset", False),
             "image_size": args.image_size, **train_info, "eval_seeds": f"{seeds[0]}..{seeds[-1]}",
             "fine_tuned": summarize(fine_tuned), "swap_control": summarize(swap, swap=True),
             "untrained": summarize(baseline), "scripted_expert": expert_on(seeds),

@@ -155,6 +155,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.step = 0
+        # name -> samples whose evaluation_loss is logged with val_loss (e.g. the language probes of
+        # bench/language_loop.py: the same frames with the instruction swapped)
+        self.probes: dict[str, object] = {}
         if resume:
             self._load_state(Path(resume))
 
@@ -279,6 +282,7 @@ class Trainer:
                 bar.total, mark = cfg.steps, (elapsed, self.step)
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 last["val_loss"] = self.validation_loss()
+                last.update({name: self.evaluation_loss(samples) for name, samples in self.probes.items()})
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save(self.out / f"step-{self.step:06d}")
             if metrics:
