@@ -11,6 +11,7 @@ No weights are ever downloaded: ``load_base`` passes ``local_files_only=True``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class BaseVLM:
     image_processor: object
     kind: str
     path: str | None = None
+    sha256: str | None = None   # weights_sha256 as built (tiny specs: before any dtype cast); None: not computed
 
 
 def backbone_kind(config) -> str:
@@ -187,6 +189,39 @@ def build_base(kind: str, config=None, seed: int = 0, tokenizer=None, real_image
     return BaseVLM(model, tokenizer, build_image_processor(kind, patch, real=real_image_processor), kind)
 
 
+TINY_PREFIX = "tiny:"
+
+
+def tiny_base_spec(kind: str = "qwen3_vl", seed: int = 0) -> str:
+    """The ``base_model_path`` of the tiny random base built in code from ``seed`` (``tiny:qwen3_vl:0``):
+    a checkpoint trained on it names no file, so it loads on any machine."""
+    return f"{TINY_PREFIX}{kind}:{seed}"
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (name, dtype, shape, bytes; in name order): the same
+    weights give the same hash whatever file or process they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _build_tiny_from_spec(spec: str) -> BaseVLM:
+    parts = spec[len(TINY_PREFIX):].split(":")
+    try:
+        kind, seed = parts[0], int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        kind = ""
+    if kind not in BACKBONES or len(parts) > 2:
+        raise ValueError(f"base VLM {spec!r}: expected tiny:<{'|'.join(BACKBONES)}>[:<seed>]")
+    base = build_base(kind, seed=seed)
+    base.path = spec
+    return base
+
+
 def make_tiny_base(directory: str | Path, kind: str = "qwen3_vl", seed: int = 0) -> Path:
     """Write a tiny random base VLM to ``directory`` in the layout of a real checkpoint."""
     directory = Path(directory)
@@ -202,7 +237,13 @@ def make_tiny_base(directory: str | Path, kind: str = "qwen3_vl", seed: int = 0)
 
 def load_base(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
               attn_implementation: str = "sdpa") -> BaseVLM:
-    """Load a base VLM from a local checkpoint directory or HF-cache snapshot; never downloads."""
+    """Load a base VLM from a local checkpoint directory or HF-cache snapshot (never downloads), or build
+    the tiny random one a ``tiny:`` spec names (``tiny_base_spec``)."""
+    if str(path).startswith(TINY_PREFIX):
+        base = _build_tiny_from_spec(str(path))
+        base.sha256 = weights_sha256(base.model)
+        base.model.to(device=device, dtype=dtype)
+        return base
     path = Path(path).expanduser()
     config_file = path / "config.json"
     if not config_file.is_file():

@@ -24,7 +24,9 @@ class ActionExpertConfig:
 
 @dataclass
 class TwinBrainConfig:
-    base_model_path: str = ""               # the Left brain: a local base VLM checkpoint (referenced, not copied)
+    base_model_path: str = ""               # the Left brain: a local base VLM checkpoint (referenced, not copied),
+                                            # or tiny:<kind>:<seed>, the tiny random base built in code
+    base_weights_sha256: str = ""           # the Left brain's weights_sha256 at training (fp32); checked at load
     backbone: str = "qwen3_vl"              # qwen3_vl | qwen2_5_vl
     robot_type: str = "6-DoF arm with parallel gripper"
     camera_names: list[str] = field(default_factory=lambda: ["front"])

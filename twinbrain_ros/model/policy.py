@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import BaseVLM, load_base, make_tiny_base
+from .backbone import BaseVLM, load_base, make_tiny_base, weights_sha256
 from .checkpoint import WEIGHTS_FILE, load_weights, read_checkpoint, save_checkpoint
 from .configuration_twinbrain import TwinBrainConfig, tiny_config
 from .modeling_twinbrain import TwinBrainVLA
@@ -72,6 +72,13 @@ class TwinBrainPolicy:
         if not base_path:
             raise ValueError(f"{Path(directory) / 'config.json'}: base_model_path is empty; pass base_model_path=")
         base = load_base(base_path, dtype=dtype, device=device)
+        expected = config.base_weights_sha256
+        if expected and base_path == config.base_model_path:
+            found = base.sha256 or weights_sha256(base.model)
+            if found != expected:
+                raise ValueError(f"{Path(directory) / 'config.json'}: the Left brain {base_path} has weights sha256 "
+                                 f"{found[:16]}…, the checkpoint was trained on {expected[:16]}… (another base "
+                                 "model, or a torch/transformers that builds the tiny base differently)")
         config.base_model_path = str(base_path)
         policy = cls.from_base(base, config, normalization, device)
         load_weights(policy.model, state, Path(directory) / WEIGHTS_FILE)

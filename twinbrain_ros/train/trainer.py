@@ -41,7 +41,8 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, bro
 from tqdm import tqdm
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
-from ..model import Observation, TwinBrainPolicy, load_base, make_tiny_base, tiny_config
+from ..model import Observation, TwinBrainPolicy, load_base, tiny_config
+from ..model.backbone import tiny_base_spec
 from ..model.configuration_twinbrain import TwinBrainConfig
 from ..model.normalization import Normalization
 from .optim import MasterWeightAdamW
@@ -125,10 +126,10 @@ class Trainer:
             base = load_base(cfg.base_model_path, dtype=self.dtype, device=device)
             config = TwinBrainConfig(base_model_path=cfg.base_model_path, backbone=base.kind, **dims)
         else:
-            with self.acc.main_process_first():   # one process writes the tiny base, the others then read it
-                tiny_dir = make_tiny_base(self.out / "tiny-base", "qwen3_vl")
-            base = load_base(tiny_dir, dtype=self.dtype, device=device)
-            config = tiny_config("qwen3_vl", str(tiny_dir.resolve()), **dims)
+            # built in code from its seed on every process: the checkpoint names the spec and the weights'
+            # hash, not a file, so it deploys on any machine
+            base = load_base(tiny_base_spec("qwen3_vl"), dtype=self.dtype, device=device)
+            config = tiny_config("qwen3_vl", base.path, base_weights_sha256=base.sha256, **dims)
         n_eps = len(self.dataset.episodes)
         n_val = min(cfg.val_episodes, max(0, n_eps - 1))
         size = tuple(config.image_size)
