@@ -2,10 +2,9 @@
 
 1. records ``--episodes`` scripted-expert demonstrations of one task headless (LeRobot v3.0);
 2. fine-tunes a tiny TwinBrainVLA on CPU for ``--train-minutes``;
-3. deploys the checkpoint through the full ROS graph (sim_arm -> policy_node -> safety_node, separate
-   processes started by the pip-only runner) and runs ``--eval-episodes`` unseen seeds, each started the
-   way a lab starts one (e-stop, re-stage the scene, policy ~/reset, release), waiting up to
-   ``--episode-seconds`` for the task's success detector;
+3. deploys the checkpoint through the full ROS graph (bench/graph_episodes.py) and runs
+   ``--eval-episodes`` unseen seeds, each started the way a lab starts one (e-stop, re-stage the scene,
+   policy ~/reset, release), waiting up to ``--episode-seconds`` for the task's success detector;
 4. does the same for the untrained model (same architecture and normalisation, step 0) and runs the
    scripted expert on the same seeds; prints one JSON line with the three success rates.
 """
@@ -16,19 +15,15 @@ import argparse
 import json
 import os
 import random
-import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from ..cli import running_graph
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..data.record_sim import record
-from ..graph import load_config, section_params
 from ..sim.arm_sim import ArmSim
 from ..sim.expert import run_episode
 from ..train.trainer import TrainConfig, Trainer
+from .graph_episodes import evaluate, summarize
 from .stats import emit
 
 
@@ -52,75 +47,6 @@ def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, im
             **{name: trainer.evaluation_loss(samples) for name, samples in trainer.probes.items()}}
     (out / "train_info.json").write_text(json.dumps(info))
     return untrained, result["checkpoint"], info
-
-
-def _call(client, timeout: float = 15.0) -> bool:
-    """Call a Trigger service; True if it answered with success."""
-    future = client.call_async(client.srv_type.Request())
-    end = time.monotonic() + timeout
-    while not future.done() and time.monotonic() < end:
-        time.sleep(0.02)
-    return future.done() and future.result() is not None and future.result().success
-
-
-def _release(client, timeout: float = 10.0) -> bool:
-    """The safety node grants a release only from fresh joint states of an arm at rest: right after the sim
-    re-homes the arm it refuses (the teleport reads as a jump) until the arm has settled; retry as an
-    operator would."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if _call(client):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path) -> dict:
-    """Run the whole graph on ``checkpoint`` and count successes over the seeds."""
-    import rclpy
-    from std_msgs.msg import Bool
-    from std_srvs.srv import Trigger
-
-    from ..nodes.qos import LATCHED
-
-    config = load_config()
-    # the sim's own first episode (seed - 1) only runs while the graph starts; every evaluated one is reset
-    section_params(config, "sim_arm").update(task=task, seed=seeds[0] - 1)
-    cfg_path = workdir / f"eval-{Path(checkpoint).name}.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    log_path = workdir / f"eval-{Path(checkpoint).name}.log"
-    results = []
-    with running_graph(log_path, use_sim=True, checkpoint=checkpoint, config=cfg_path):
-        rclpy.init()
-        node = rclpy.create_node("closed_loop_eval")
-        success = threading.Event()
-        node.create_subscription(Bool, "/sim_arm/success", lambda m: success.set() if m.data else None, LATCHED)
-        stop, release = node.create_client(Trigger, "/safety_node/estop"), node.create_client(Trigger,
-                                                                                              "/safety_node/release")
-        reset = node.create_client(Trigger, "/sim_arm/reset")
-        new_episode = node.create_client(Trigger, "/policy_node/reset")
-        threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
-        try:
-            # policy_node's services appear once its model is loaded
-            if not all(c.wait_for_service(timeout_sec=180) for c in (stop, release, reset, new_episode)):
-                raise RuntimeError(f"the graph did not come up; see {log_path}")
-            for _ in seeds:   # what a lab does between episodes: stop the arm, re-stage, start afresh
-                _call(stop)
-                time.sleep(0.5)                           # the safety node brakes the arm to a standstill
-                _call(reset)                              # the sim draws the next seed itself
-                success.clear()
-                _call(new_episode)                        # the policy drops its plan for the last scene
-                if not _release(release):                 # the limiter restarts from the re-homed arm
-                    raise RuntimeError(f"the safety node refused every release; see {log_path}")
-                results.append(success.wait(episode_seconds))
-            _call(stop)
-            _call(reset)                                  # sim_arm logs how the last episode ended too
-        finally:
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return {"success_rate": round(sum(results) / len(results), 3), "successes": int(sum(results)),
-            "episodes": len(results),
-            "failed_seeds": [s for s, ok in zip(seeds, results) if not ok]}
 
 
 def main(argv=None) -> None:
@@ -167,8 +93,8 @@ def main(argv=None) -> None:
     sim.close()
     logs = out / "eval"          # graph logs of both evaluations are kept for diagnosis
     logs.mkdir(exist_ok=True)
-    fine_tuned = evaluate(trained, args.task, seeds, args.episode_seconds, logs)
-    baseline = evaluate(untrained, args.task, seeds, args.episode_seconds, logs)
+    fine_tuned = summarize(evaluate(trained, args.task, seeds, args.episode_seconds, logs))
+    baseline = summarize(evaluate(untrained, args.task, seeds, args.episode_seconds, logs))
     emit({"bench": "closed-loop", "task": args.task, "demonstrations": rec["episodes"], "image_size": args.image_size,
           **train_info,
           "eval_seeds": f"{seeds[0]}..{seeds[-1]}", "fine_tuned": fine_tuned, "untrained": baseline,
