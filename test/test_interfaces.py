@@ -68,7 +68,7 @@ def test_colcon_layout_installs_generated_and_hand_written_code_side_by_side(tmp
         import rclpy, twinbrain_ros
         from twinbrain_ros.msg import ActionChunk, SafetyStatus
         from twinbrain_ros.srv import Ask
-        from twinbrain_ros.nodes.policy_node import PARAMS
+        from twinbrain_ros.nodes.policy_params import PARAMS
         rclpy.init()
         node = rclpy.create_node("probe")
         node.create_publisher(ActionChunk, "chunk", 1).publish(ActionChunk(horizon=1, action_dim=1, actions=[0.5]))

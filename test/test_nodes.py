@@ -147,13 +147,13 @@ def test_reset_drops_the_plan_and_everything_inferred_before_it(graph, tiny_base
     assert graph.wait_for(lambda: node.stats["chunks"] > 2)
     before = node.stats["chunks"]
     response = graph.call(Trigger, "/policy_node/reset")
-    reset_at, reset_wall = node._not_before, time.monotonic()
+    reset_at, reset_wall = node.runner.not_before, time.monotonic()
     assert response.success
-    assert node.executor_.setpoint(node.now()) is None, "the old plan still drives the arm after ~/reset"
+    assert node.runner.executor.setpoint(node.now()) is None, "the old plan still drives the arm after ~/reset"
     assert graph.wait_for(lambda: node.stats["chunks"] > before + 2), "no new plan after ~/reset"
     late = [stamp_to_sec(m.header.stamp) for m in chunks.since(reset_wall + 0.1)]
     assert late and min(late) > reset_at, "a chunk inferred from an observation before ~/reset was executed"
-    assert node.last_obs_stamp > reset_at
+    assert node.runner.last_obs_stamp > reset_at
 
 
 def test_model_exception_keeps_node_alive_with_error_and_no_motion(graph, tiny_base_dirs):

@@ -48,12 +48,12 @@ def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_
     if os.environ.get("BENCH_NO_INSTRUCTION") is None:
         io.create_publisher(String, "/instruction", LATCHED).publish(String(data="pick up the red cube"))
     time.sleep(2.0)                     # warm-up: first inferences, allocator
-    node.stats["tick_error"].clear()
+    node.tick_errors.clear()
     node.stats["overhead"].clear()
     chunks0 = node.stats["chunks"]
     time.sleep(seconds)
-    record = {"rate_hz": rate_hz, "ticks": len(node.stats["tick_error"]), "chunks": node.stats["chunks"] - chunks0}
-    record.update(percentiles_ms(np.abs(np.array(node.stats["tick_error"])), "tick_error"))
+    record = {"rate_hz": rate_hz, "ticks": len(node.tick_errors), "chunks": node.stats["chunks"] - chunks0}
+    record.update(percentiles_ms(np.abs(np.array(node.tick_errors)), "tick_error"))
     trace = list(node.stats["overhead"])
     if trace:
         parts = {k: np.array([t[k] for t in trace]) for k in trace[0]}

@@ -7,9 +7,9 @@ split into horizontal and vertical error, plus how the gripper's x/y at that mom
 the cube's across episodes (1.0: it goes where the cube is; 0: it ignores the image).
 
 ``--graph-latency S`` executes the way the ROS graph does instead, still in-process and in sim time:
-the policy_node's chunk check and executor (clamp / slow-down and blend settings from the layered config)
-at the control rate, a chunk taking effect S seconds after its observation, fresh noise per chunk,
-and every setpoint through the safety limiter built from the same config. It separates what the model
+policy_node's own PolicyRunner (synchronizer, chunk admission, executor; settings from the layered
+config) at the control rate, a chunk taking effect S seconds after its observation, fresh noise per
+chunk, and every setpoint through the safety limiter built from the same config. It separates what the model
 does from what the graph (transport, timing under load, processes) does to it.
 """
 
@@ -19,10 +19,8 @@ import numpy as np
 
 from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
-from ..nodes.params import joint_limits
+from ..nodes.policy_params import runner_from_config
 from ..nodes.safety_params import SafetyConfig
-from ..runtime.chunk_admission import ChunkAdmission
-from ..runtime.chunk_executor import ChunkExecutor
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import checkpoint_bench_parser, emit
 
@@ -53,30 +51,41 @@ def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds:
 
 
 def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float,
-                       latency: float, config: dict) -> dict:
-    """policy_node's executor + safety_node's limiter in sim time; a chunk applies ``latency`` s after its
-    observation, and the next observation is taken then (one inference at a time, as in the node)."""
-    shared, node = node_params(config, "safety_node"), node_params(config, "policy_node")
+                       latency: float, config: dict, camera_hz: float = 10.0) -> dict:
+    """policy_node's runner (the same PolicyRunner object, built from the same parameters) and
+    safety_node's limiter, in sim time: joint states every control tick, camera frames at ``camera_hz``,
+    one inference at a time taking ``latency`` s (fresh noise per chunk, as in the node)."""
+    shared = node_params(config, "safety_node")
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
+    cameras = list(policy.config.camera_names)
     target = sim.reset(seed, task)
-    executor = ChunkExecutor(len(names), node["chunk_step_period"], node["blend"], node["blend_steps"])
-    checker = ChunkAdmission(joint_limits(shared), node["out_of_range_chunks"], node["overspeed_chunks"])
+    runner = runner_from_config(config, cameras)
+    sync = runner.sync
+    runner.set_instruction(target.instruction, 0.0)
+    runner.activate(-dt)
     limiter = SafetyConfig.from_config(config).limiter()
     limiter.reset(sim.joint_positions(), 0.0)
-    closest, rng, t, pending = ClosestApproach(sim), np.random.default_rng(seed), 0.0, None
-    while t < seconds:
-        if pending is None or t >= pending[2]:
-            if pending is not None:
-                chunk = checker.admit(names, pending[0], node["chunk_step_period"])[0]
-                executor.add_chunk(chunk, pending[1], t)
-            images = [sim.render(c) for c in policy.config.camera_names]
-            chunk = policy.predict(images, sim.joint_positions(), target.instruction, seed=int(rng.integers(1 << 31)))
-            pending = (chunk, t, t + latency)
-        setpoint = executor.setpoint(t)
+    closest, rng, pending, tick, frame_every = ClosestApproach(sim), np.random.default_rng(seed), None, 0, \
+        max(1, round(1.0 / (camera_hz * dt)))
+    while tick * dt < seconds:
+        t = tick * dt
+        sync.add_joint_state(t, names, sim.joint_positions())
+        if tick % frame_every == 0:
+            for cam in cameras:
+                sync.add_frame(cam, t, sim.render(cam), arrival=t)
+        if pending is not None and t >= pending[2] - 1e-9:
+            runner.accept(pending[0], pending[1], latency, t)
+            pending = None
+        if pending is None:
+            job = runner.next_job(t)
+            if job is not None:
+                chunk = policy.predict(job.images, job.state, job.instruction, seed=int(rng.integers(1 << 31)))
+                pending = (job, chunk, t + latency)
+        setpoint = runner.tick(t)
         if setpoint is not None:
             sim.set_targets(limiter.limit(names, setpoint, t).positions)
         sim.step(dt)
-        t += dt
+        tick += 1
         if _done(closest):
             return _result(closest, True)
     return _result(closest, False)

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -33,68 +32,16 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..runtime.chunk_admission import ChunkAdmission
-from ..runtime.chunk_executor import BLEND_POLICIES, ChunkExecutor
-from ..runtime.joint_limits import CommandRejected
-from ..runtime.synchronizer import ObservationSynchronizer
+from ..runtime.policy_runner import PolicyRunner
 from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
 from .lifecycle import destroy_entities
-from .params import ROBOT, Param, declare, joint_limits, non_empty, non_negative, one_of, positive
+from .params import declare, joint_limits
+from .policy_params import PARAMS
 from .qos import LATCHED
 from .realtime import PeriodicThread
 from .ros_convert import EE_DIMENSIONS, action_chunk, joint_trajectory, pose_stamped, sec_to_stamp
 from .sensor_inputs import SensorInputs
-
-PARAMS = ROBOT + [
-    Param("camera_names", ["front"], "Camera names, in the order the model sees them.", non_empty),
-    Param("camera_topics", ["camera/front/image_raw"],
-          "One topic per camera; a topic ending in /compressed is read as sensor_msgs/CompressedImage.", non_empty),
-    Param("joint_states_topic", "joint_states", "sensor_msgs/JointState input."),
-    Param("instruction_topic", "instruction", "std_msgs/String task instruction (reliable, transient_local)."),
-    Param("command_topic", "twinbrain/joint_command", "Setpoints for the safety node (JointTrajectory)."),
-    Param("output_mode", "joint", "joint: JointTrajectory setpoints; end_effector: PoseStamped + gripper.",
-          one_of("joint", "end_effector")),
-    Param("pose_topic", "twinbrain/pose_command", "End-effector mode: PoseStamped target for the safety node."),
-    Param("gripper_topic", "twinbrain/gripper_command", "End-effector mode: gripper position (Float64)."),
-    Param("base_frame", "base_link", "End-effector mode: frame of the pose targets."),
-    Param("checkpoint", "", "Fine-tuned checkpoint directory; empty runs the tiny random preset."),
-    Param("base_model_path", "", "Override of the checkpoint's base VLM path (the Left brain)."),
-    Param("tiny_base_dir", str(Path.home() / ".cache/twinbrain_ros/tiny-base-qwen3_vl"),
-          "Where the tiny preset's random base VLM is written once."),
-    Param("device", "auto", "auto, cpu, cuda or cuda:N."),
-    Param("num_inference_steps", 0, "Euler steps; 0 keeps the checkpoint's value.", non_negative),
-    Param("chunk_step_period", 0.1, "Seconds between consecutive actions of a chunk (dataset 1/fps).", positive),
-    Param("blend", "crossfade", "How a new chunk takes over: " + ", ".join(BLEND_POLICIES) + ".",
-          one_of(*BLEND_POLICIES)),
-    Param("overspeed_chunks", "slow_down", "A chunk that needs more than max_velocity: slow_down time-scales it "
-          "(same path, more steps, MoveIt-style time parameterisation); reject drops it and waits for the next.",
-          one_of("slow_down", "reject")),
-    Param("out_of_range_chunks", "clamp", "A chunk that leaves a joint's position range: clamp holds those "
-          "steps at the limit (what the safety node does to each setpoint anyway; the rest of the chunk still "
-          "runs); reject drops the whole chunk and waits for the next.", one_of("clamp", "reject")),
-    Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
-    Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
-    Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
-    Param("max_observation_future", 0.05, "Refuse observations stamped further than this ahead of this host's "
-          "clock: clock skew between the camera's host and this one, reported as such (s).", positive),
-    Param("setpoints", True, "Execute the chunks here and stream setpoints on command_topic. false on the GPU "
-          "host of a split graph: chunk_runner on the robot executes ~/chunk instead.", None),
-    Param("max_joint_gap", 0.05, "Refuse observations whose joint states have a larger gap (s).", positive),
-    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
-    Param("autostart", True, "Configure and activate at start-up (launch and twinbrain-ros up); false leaves the "
-          "managed node unconfigured for `ros2 lifecycle set` / a lifecycle manager."),
-    Param("ask_max_new_tokens", 64, "~/ask: default answer length limit (tokens) of the Left brain.", positive),
-    Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
-          "control loop and callbacks.", non_negative),
-    Param("control_thread_priority", 50, "SCHED_FIFO priority of the control-loop thread (as ros2_control "
-          "does); 0 disables. Without the permission (rtprio limit) the node warns and runs unprioritised.",
-          non_negative),
-    Param("gil_switch_interval", 0.0005,
-          "sys.setswitchinterval for this process (s). The inference thread re-takes the GIL between "
-          "thousands of small torch ops; at Python's default 5 ms each wait behind rclpy callbacks costs "
-          "up to 5 ms (measured: tiny-model inference 2 s -> 0.13 s at 0.2 ms).", positive),
-]
 
 
 class PolicyNode(LifecycleNode):
@@ -113,8 +60,7 @@ class PolicyNode(LifecycleNode):
                              f"{len(p['camera_names'])} camera_names")
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
-        self.checker = ChunkAdmission(joint_limits(p, self.get_name()), p["out_of_range_chunks"], p["overspeed_chunks"])
-        self.active = False
+        self.limits = joint_limits(p, self.get_name())   # bad limits fail here, before any transition
         self.policy, self._given_policy = None, policy
         self._entities: list = []     # what on_configure created, destroyed again by on_cleanup
         self._configure_error = ""
@@ -134,21 +80,10 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         p = self.p
-        self.sync = ObservationSynchronizer(p["camera_names"], self.joint_names, p["sync_slop"],
-                                            p["max_observation_age"], p["max_joint_gap"],
-                                            max_future=p["max_observation_future"])
-        self.executor_ = ChunkExecutor(len(self.joint_names), p["chunk_step_period"], p["blend"], p["blend_steps"])
-        self.stats = {"latency": deque(maxlen=200), "tick_error": deque(maxlen=1000), "overhead": deque(maxlen=1000),
-                      "chunks": 0, "clamped_chunks": 0, "slowed_chunks": 0, "rejected_chunks": 0,
-                      "model_errors": 0}
-        self.model_error: str | None = None
-        self.refusal = "inactive"
-        self.last_obs_stamp = None
-        self._inferred = (None, -1)   # (observation stamp, instruction version) of the last inference
-        self._trace = {}              # observation stamp -> pipeline times (ROS clock), for the overhead figure
-        self._synced_at = {}          # observation stamp -> when the synchronizer completed it
-        self._published_stamp = None  # observation stamp of the chunk the last setpoint came from
-        self._not_before = float("-inf")   # ~/reset: only observations stamped after it count
+        self.runner = PolicyRunner.from_params(p, self.limits)
+        self.sync = self.runner.sync
+        self.stats = self.runner.stats
+        self.tick_errors: deque[float] = deque(maxlen=1000)
 
         keep = self._entities.append
         sensors = MutuallyExclusiveCallbackGroup()
@@ -180,7 +115,7 @@ class PolicyNode(LifecycleNode):
             "twinbrain-control", self.period, self._on_control_tick,
             running=lambda: not self._stop.is_set() and self.context.ok(),   # ends with rclpy shutdown too
             on_error=lambda exc: self.log("error", "control", f"control tick failed: {exc!r}"),
-            tick_errors=self.stats["tick_error"], priority=p["control_thread_priority"],
+            tick_errors=self.tick_errors, priority=p["control_thread_priority"],
             on_no_priority=lambda exc: self.get_logger().warn(
                 f"control thread runs without real-time priority ({exc}); "
                 "grant rtprio (e.g. /etc/security/limits.conf) for lower jitter"))
@@ -194,18 +129,14 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Act on what is observed from now on: nothing planned before (or while inactive) is executed."""
         with self.lock:
-            self.executor_.reset()
-            self._not_before = self.now()
-            self.active = True
+            self.runner.activate(self.now())
             self.wake.notify_all()
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """No more setpoints (the safety node's watchdog brings the arm to a hold); the plan is dropped."""
         with self.lock:
-            self.active = False
-            self.executor_.reset()
-            self.refusal = "inactive"
+            self.runner.deactivate()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -278,18 +209,12 @@ class PolicyNode(LifecycleNode):
     # -- inputs (never wait on the model) --------------------------------------------------------
     def _on_observation(self, obs) -> None:
         """A frame completed an observation (called under the lock): wake the inference worker."""
-        self._synced_at = {obs.stamp: self.now()}
+        self.runner.observation_completed(obs.stamp, self.now())
         self.wake.notify()
 
     def _on_instruction(self, msg: String) -> None:
         with self.lock:
-            before = self.sync.instruction_version
-            self.sync.set_instruction(msg.data)
-            if self.sync.instruction_version != before:
-                # Re-plan: the executing chunk belongs to the old task. Hold where we are until the new one.
-                now = self.now()
-                setpoint = self.executor_.setpoint(now)
-                self.executor_.reset(setpoint, now) if setpoint is not None else self.executor_.reset()
+            if self.runner.set_instruction(msg.data, self.now()):   # re-plan: hold until a chunk for it
                 self.wake.notify()
         self.get_logger().info(f"instruction: {msg.data!r}")
 
@@ -299,8 +224,7 @@ class PolicyNode(LifecycleNode):
         older observation are dropped; motion stops (the safety node's watchdog holds the arm) until a
         chunk planned from an observation stamped after this call arrives."""
         with self.lock:
-            self._not_before = self.now()
-            self.executor_.reset()
+            self.runner.reset(self.now())
             self.wake.notify()
         response.success = True
         response.message = "executing chunk dropped; the next chunk comes from an observation after this reset"
@@ -317,34 +241,23 @@ class PolicyNode(LifecycleNode):
                 self._answer(*question)   # takes one inference slot; the control loop runs on meanwhile
                 continue
             with self.lock:
-                obs, reason = self.sync.latest(self.now())
-                version = self.sync.instruction_version
-                if (not self.active or obs is None or (obs.stamp, version) == self._inferred
-                        or obs.stamp <= self._not_before):
-                    continue
-                self._inferred = (obs.stamp, version)
-                synced = self._synced_at.get(obs.stamp, self.now())
-                images = [obs.images[c] for c in self.p["camera_names"]]
-                state, instruction = obs.state.copy(), obs.instruction
-            started = self.now()
+                job = self.runner.next_job(self.now())
+            if job is None:
+                continue
             start = time.perf_counter()
             try:
-                chunk = self.policy.predict(images, state, instruction,
+                chunk = self.policy.predict(job.images, job.state, job.instruction,
                                             steps=self.p["num_inference_steps"] or None)
             except Exception as exc:   # noqa: BLE001 - any model failure must leave the robot graph alive
-                self.stats["model_errors"] += 1
-                self.model_error = f"{type(exc).__name__}: {exc}"
-                self.log("error", "inference", f"inference failed: {self.model_error}")
+                error = f"{type(exc).__name__}: {exc}"
                 with self.lock:
-                    self.executor_.reset()
+                    self.runner.failed(error)
+                self.log("error", "inference", f"inference failed: {error}")
                 continue
             latency = time.perf_counter() - start
-            self.model_error = None
-            self.stats["latency"].append(latency)
             if not self.context.ok():
                 break
-            self._accept_chunk(chunk, obs.stamp, version, latency,
-                               {"synced": synced, "started": started, "finished": started + latency})
+            self._accept_chunk(job, chunk, latency)
 
     # -- ~/ask: the frozen Left brain answers questions about the cameras ----------------------
     async def _on_ask(self, request, response):
@@ -379,68 +292,32 @@ class PolicyNode(LifecycleNode):
             return
         done.set_result((True, answer, "", obs.stamp))
 
-    def _accept_chunk(self, chunk: np.ndarray, stamp: float, version: int, latency: float, trace: dict) -> None:
-        if self.p["output_mode"] == "joint":
-            try:
-                chunk, clamped, factor = self.checker.admit(self.joint_names, chunk, self.p["chunk_step_period"])
-            except CommandRejected as exc:
-                self.stats["rejected_chunks"] += 1
-                self.refusal = f"chunk rejected: {exc}"
-                self.log("warn", "chunk_rejected", self.refusal)
-                return
-            if clamped:
-                self.stats["clamped_chunks"] += 1
-                self.log("info", "chunk_clamped", f"chunk left the position range of {clamped}: clamped")
-            if factor > 1.0:
-                self.stats["slowed_chunks"] += 1
-                self.log("info", "chunk_slowed", f"chunk needed more than max_velocity: slowed down x{factor:.2f}")
+    def _accept_chunk(self, job, chunk: np.ndarray, latency: float) -> None:
         with self.lock:
-            if version != self.sync.instruction_version or stamp <= self._not_before:
-                return   # computed for an instruction that has since changed, or from before ~/reset
-            now = self.now()
-            try:
-                self.executor_.add_chunk(chunk, stamp, now)
-            except ValueError as exc:
-                self.refusal = f"chunk refused: {exc}"
-                return
-            self.stats["chunks"] += 1
-            self.last_obs_stamp = stamp
-            self._trace = {stamp: dict(trace, accepted=now)}
-            instruction = self.sync.instruction
+            accepted = self.runner.accept(job, chunk, latency, self.now())
+            rejection = self.runner.rejection
+        if rejection:
+            self.log("warn", "chunk_rejected", rejection)
+        if accepted is None:
+            return
+        if accepted.clamped:
+            self.log("info", "chunk_clamped", f"chunk left the position range of {accepted.clamped}: clamped")
+        if accepted.slow_down > 1.0:
+            self.log("info", "chunk_slowed",
+                     f"chunk needed more than max_velocity: slowed down x{accepted.slow_down:.2f}")
         joint = self.p["output_mode"] == "joint"
-        self.chunk_pub.publish(action_chunk(chunk, sec_to_stamp(stamp),
+        self.chunk_pub.publish(action_chunk(accepted.chunk, sec_to_stamp(job.stamp),
                                             self.joint_names if joint else EE_DIMENSIONS[:chunk.shape[1]],
-                                            self.p["chunk_step_period"], latency, instruction,
+                                            self.p["chunk_step_period"], latency, accepted.instruction,
                                             "" if joint else self.p["base_frame"]))
 
     # -- control loop ----------------------------------------------------------------------------
     def _on_control_tick(self) -> None:
-        if not self.active:
-            return
         now = self.now()
         with self.lock:
-            obs, reason = self.sync.latest(now)
-            if obs is None or self.model_error:
-                self.refusal = self.model_error or reason
-                if self.executor_.active:
-                    self.executor_.reset()   # stale inputs: stop streaming; the safety watchdog holds the arm
-                return
-            setpoint = self.executor_.setpoint(now)
-            chunk_stamp = self.executor_.chunk_stamp
-            if chunk_stamp is not None and chunk_stamp != self._published_stamp and chunk_stamp in self._trace:
-                t = self._trace[chunk_stamp]
-                # camera stamp -> first setpoint using it, split so model compute can be excluded
-                self.stats["overhead"].append({
-                    "receive_sync": t["synced"] - chunk_stamp, "queue": t["started"] - t["synced"],
-                    "handoff": t["accepted"] - t["finished"], "tick_wait": now - t["accepted"],
-                    "compute": t["finished"] - t["started"], "total": now - chunk_stamp})
-            self._published_stamp = chunk_stamp
-        if setpoint is None:
-            self.refusal = "waiting for the first action chunk"
-            return
-        self.refusal = ""
-        if not self.p["setpoints"]:
-            return   # split graph: the robot's chunk_runner executes ~/chunk (the freshness check above still reports)
+            setpoint = self.runner.tick(now)
+        if setpoint is None or not self.p["setpoints"]:
+            return   # split graph: the robot's chunk_runner executes ~/chunk (the freshness check still reports)
         stamp = sec_to_stamp(now)
         if self.p["output_mode"] == "joint":
             self.command_pub.publish(joint_trajectory(self.joint_names, setpoint, stamp, self.period, self.period))
@@ -450,22 +327,23 @@ class PolicyNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         now = self.now()
+        runner = self.runner
         lat = np.array(self.stats["latency"]) * 1e3
-        tick = np.abs(np.array(self.stats["tick_error"])) * 1e3
-        level = "error" if self.model_error else ("warn" if self.refusal else "ok")
+        tick = np.abs(np.array(self.tick_errors)) * 1e3
+        level = "error" if runner.model_error else ("warn" if runner.refusal else "ok")
         values = {
             "inference_latency_p50_ms": f"{np.median(lat):.1f}" if lat.size else "n/a",
             "inference_latency_max_ms": f"{lat.max():.1f}" if lat.size else "n/a",
-            "observation_age_ms": f"{(now - self.last_obs_stamp) * 1e3:.1f}" if self.last_obs_stamp else "n/a",
+            "observation_age_ms": f"{(now - runner.last_obs_stamp) * 1e3:.1f}" if runner.last_obs_stamp else "n/a",
             "tick_period_error_p99_ms": f"{np.percentile(tick, 99):.3f}" if tick.size else "n/a",
             "chunks": self.stats["chunks"], "clamped_chunks": self.stats["clamped_chunks"],
             "slowed_chunks": self.stats["slowed_chunks"],
             "rejected_chunks": self.stats["rejected_chunks"],
             "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",
-            "refusal": self.refusal, "device": self.policy.device,
+            "refusal": runner.refusal, "device": self.policy.device,
         }
-        message = self.model_error or self.refusal or "acting"
+        message = runner.model_error or runner.refusal or "acting"
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(now), "twinbrain: policy", self.get_name(), level,
                                                message, values))
 
