@@ -5,8 +5,10 @@
 3. deploys the checkpoint through the full ROS graph (bench/graph_episodes.py) and runs
    ``--eval-episodes`` unseen seeds, each started the way a lab starts one (e-stop, re-stage the scene,
    policy ~/reset, release), waiting up to ``--episode-seconds`` for the task's success detector;
-4. does the same for the untrained model (same architecture and normalisation, step 0) and runs the
-   scripted expert on the same seeds; prints one JSON line with the three success rates.
+4. runs the same seeds without the ritual (``plain_start``: the graph's own start, then sim resets while
+   the policy runs on, only the safety node's release between), does the same for the untrained model
+   (same architecture and normalisation, step 0) and runs the scripted expert on the same seeds; prints
+   one JSON line (``--eval-passes`` picks evaluations; with ``--eval-only`` on an earlier run's --out).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..data.record_sim import record
 from ..sim.arm_sim import ArmSim
 from ..sim.expert import run_episode
 from ..train.trainer import TrainConfig, Trainer
-from .graph_episodes import evaluate, summarize
+from .graph_episodes import run_passes, summarize
 from .stats import emit
 
 
@@ -66,6 +68,8 @@ def main(argv=None) -> None:
     p.add_argument("--delta-actions", action=argparse.BooleanOptionalAction, default=True,
                    help="arm joints relative to the observed state, gripper absolute (openpi's delta actions)")
     p.add_argument("--out", default="out/closed-loop")
+    p.add_argument("--eval-passes", default="", help="comma-separated subset of the evaluations: fine_tuned, "
+                   "plain_start (no e-stop / policy-reset ritual), untrained; with --task mixture also swap_control")
     p.add_argument("--eval-only", action="store_true",
                    help="re-run only the evaluations on the dataset and checkpoints already in --out")
     args = p.parse_args(argv)
@@ -93,9 +97,10 @@ def main(argv=None) -> None:
     sim.close()
     logs = out / "eval"          # graph logs of both evaluations are kept for diagnosis
     logs.mkdir(exist_ok=True)
-    fine_tuned = summarize(evaluate(trained, args.task, seeds, args.episode_seconds, logs))
-    baseline = summarize(evaluate(untrained, args.task, seeds, args.episode_seconds, logs))
+    passes = {"fine_tuned": dict(checkpoint=trained), "plain_start": dict(checkpoint=trained, ritual=False),
+              "untrained": dict(checkpoint=untrained)}
+    episodes = run_passes(passes, args.eval_passes, args.task, seeds, args.episode_seconds, logs)
     emit({"bench": "closed-loop", "task": args.task, "demonstrations": rec["episodes"], "image_size": args.image_size,
-          **train_info,
-          "eval_seeds": f"{seeds[0]}..{seeds[-1]}", "fine_tuned": fine_tuned, "untrained": baseline,
+          **train_info, "eval_seeds": f"{seeds[0]}..{seeds[-1]}",
+          **{name: summarize(rows) for name, rows in episodes.items()},
           "scripted_expert": {"success_rate": round(expert, 3)}, "seconds": round(time.monotonic() - t0, 1)})

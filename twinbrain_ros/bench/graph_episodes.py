@@ -137,3 +137,20 @@ def summarize(results: list[dict], swap: bool = False) -> dict:
         out["success_on_originally_named"] = rate(results, "episode_task_success")
         out["success_on_newly_named"] = out["success_rate"]
     return out
+
+
+def run_passes(passes: dict[str, dict], only: str, task: str, seeds: list[int], episode_seconds: float,
+               workdir: Path) -> dict[str, list[dict]]:
+    """``evaluate`` once per named pass (its keyword arguments: checkpoint, swap, ritual), those named in
+    ``only`` (comma-separated; empty: all); the episode results of each also go to
+    ``workdir/episode_results-<pass>.json``."""
+    chosen = [p.strip() for p in only.split(",") if p.strip()] or list(passes)
+    unknown = sorted(set(chosen) - set(passes))
+    if unknown:
+        raise ValueError(f"unknown evaluation pass(es) {unknown}; known: {sorted(passes)}")
+    episodes = {}
+    for name in chosen:
+        episodes[name] = evaluate(task=task, seeds=seeds, episode_seconds=episode_seconds, workdir=workdir,
+                                  **passes[name])
+        (workdir / f"episode_results-{name}.json").write_text(json.dumps(episodes[name], indent=1))
+    return episodes

@@ -32,7 +32,7 @@ from ..data.record_sim import record
 from ..sim.arm_sim import ArmSim
 from ..sim.expert import run_episode
 from ..sim.tasks import parse_instruction
-from .graph_episodes import evaluate, summarize, swapped
+from .graph_episodes import run_passes, summarize, swapped
 
 VAL_EPISODES = 24   # two per task on average: the language probes need every task in the validation set
 
@@ -94,15 +94,13 @@ def run(args, out: Path, train_for) -> dict:
     logs.mkdir(exist_ok=True)
     runs = {"fine_tuned": dict(checkpoint=trained), "swap_control": dict(checkpoint=trained, swap=True),
             "plain_start": dict(checkpoint=trained, ritual=False), "untrained": dict(checkpoint=untrained)}
-    episodes = {name: evaluate(task="mixture", seeds=seeds, episode_seconds=args.episode_seconds, workdir=logs, **kw)
-                for name, kw in runs.items()}
-    (logs / "episode_results.json").write_text(json.dumps(episodes, indent=1))
+    episodes = run_passes(runs, args.eval_passes, "mixture", seeds, args.episode_seconds, logs)
     return {"bench": "closed-loop", "task": "mixture", "demonstrations": rec.get("episodes"),
             "reused_dataset": rec.get("reused_dataset", False),
             "image_size": args.image_size, **train_info, "eval_seeds": f"{seeds[0]}..{seeds[-1]}",
             **{name: summarize(rows, swap=name == "swap_control") for name, rows in episodes.items()},
             # the plain run's first episode began at the graph's start
-            "graph_start_success": next((bool(r["success"]) for r in episodes["plain_start"]
+            "graph_start_success": next((bool(r["success"]) for r in episodes.get("plain_start", [])
                                          if r["seed"] == seeds[0]), None),
             "scripted_expert": expert_on(seeds),
             "seconds": round(time.monotonic() - t0, 1)}
