@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 OUT     ?= out/demo
 CHECKPOINT ?=
+INSTRUCTION ?=
+RANDOM_WEIGHTS ?=
 export MUJOCO_GL ?= egl
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
@@ -21,7 +23,8 @@ $(STAMP): requirements.txt requirements-ros.txt setup.py CMakeLists.txt package.
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/twinbrain-demo --out $(OUT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(VENV)/bin/twinbrain-demo --out $(OUT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+		$(if $(INSTRUCTION),--instruction "$(INSTRUCTION)") $(if $(RANDOM_WEIGHTS),--random-weights)
 
 test: $(STAMP)
 	$(PY) -m pytest test

@@ -82,7 +82,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
-    package_data={PACKAGE: ["sim/assets/*.xml"]},
+    package_data={PACKAGE: ["sim/assets/*.xml", "checkpoints/*/*"]},
     include_package_data=True,
     install_requires=["setuptools"],
     zip_safe=False,

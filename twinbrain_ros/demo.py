@@ -1,8 +1,14 @@
 """`make demo`: the embedded default. Starts sim + policy + safety (the same graph and YAML as
 `ros2 launch twinbrain_ros arm.launch.py use_sim:=true`, through the pip-only runner), watches it for
-``--seconds`` headless and writes to ``--out``:
+``--seconds`` headless and writes to ``--out``. The policy is the checkpoint shipped in
+``twinbrain_ros/checkpoints/sim_touch`` (trained by `twinbrain-bench closed-loop --task touch`; its
+provenance.json says how, and what it scored) unless ``--checkpoint`` names another or
+``--random-weights`` asks for the untrained tiny preset. ``--instruction "touch the red cube"``: the
+task (the sim stages it and checks its success). Without it: the checkpoint's own task (its
+provenance.json ``demo_instruction``), else the one the sim draws from ``sim_arm.seed``.
 
-  demo.mp4          front camera with the instruction and the per-frame inference latency overlaid
+  demo.mp4          front camera with the instruction, the task's success and the per-frame inference
+                    latency overlaid
   joints.png        commanded (safety output) vs. measured joint positions
   latency_hist.png  inference latency histogram (observation stamp -> chunk published)
   summary.json      camera / joint / command rates, inference p50/p99, safety interventions, success
@@ -19,8 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from .cli import running_graph
+
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sim_touch"
 
 
 class GraphRecorder:
@@ -32,7 +41,7 @@ class GraphRecorder:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
-        from std_msgs.msg import String
+        from std_msgs.msg import Bool, String
         from trajectory_msgs.msg import JointTrajectory
 
         from .msg import ActionChunk
@@ -43,6 +52,8 @@ class GraphRecorder:
         self.lock = threading.Lock()
         self.frames, self.joints, self.commands, self.setpoints, self.chunks = [], [], [], [], []
         self.diagnostics, self.instruction = {}, ""
+        self.succeeded_at: float | None = None
+        self.started_at = 0.0
         self.recording = False
         n = self.node
         n.create_subscription(Image, "/camera/front/image_raw", self._on_image, qos_profile_sensor_data)
@@ -52,12 +63,23 @@ class GraphRecorder:
         n.create_subscription(ActionChunk, "/policy_node/chunk", self._on_chunk, 100)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
         n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), LATCHED)
+        n.create_subscription(Bool, "/sim_arm/success", self._on_success, LATCHED)
+        self.instruct = n.create_publisher(String, "/instruction", LATCHED)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         threading.Thread(target=self.executor.spin, daemon=True).start()
 
     def now(self):
         return time.monotonic()
+
+    @staticmethod
+    def instruction_msg(text: str):
+        from std_msgs.msg import String
+        return String(data=text)
+
+    def _on_success(self, m):
+        if self.recording and m.data and self.succeeded_at is None:
+            self.succeeded_at = self.now()
 
     def _on_image(self, m):
         if self.recording:
@@ -94,7 +116,7 @@ class GraphRecorder:
         rclpy.try_shutdown()
 
 
-def write_video(path: Path, frames, chunks, fps: float = 30.0) -> None:
+def write_video(path: Path, frames, chunks, succeeded_at: float | None, fps: float = 30.0) -> None:
     import av
     import cv2
 
@@ -109,7 +131,10 @@ def write_video(path: Path, frames, chunks, fps: float = 30.0) -> None:
         img = cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
         k = int(np.searchsorted(chunk_times, t, side="right")) - 1
         latency = f"{chunks[k][1] * 1e3:.0f} ms" if k >= 0 else "-"
-        for i, text in enumerate([instruction or "(no instruction)", f"t={t - t0:5.1f}s  inference {latency}"]):
+        done = succeeded_at is not None and t >= succeeded_at
+        task = f"task: SUCCESS at {succeeded_at - t0:.1f} s" if done else "task: not done"
+        lines = [instruction or "(no instruction)", f"t={t - t0:5.1f}s  inference {latency}", task]
+        for i, text in enumerate(lines):
             cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(img, text, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -151,22 +176,58 @@ def write_plots(out: Path, joints, commands, chunks, names) -> None:
     plt.close(fig)
 
 
+def checkpoint_instruction(checkpoint: str) -> str:
+    """The task a checkpoint was trained for, if its provenance.json says (``demo_instruction``)."""
+    path = Path(checkpoint) / "provenance.json" if checkpoint else None
+    return json.loads(path.read_text()).get("demo_instruction", "") if path and path.is_file() else ""
+
+
+def demo_config(instruction: str, out: Path) -> Path:
+    """The default configuration with the sim staging the task ``instruction`` names (the demo publishes the
+    words themselves); SystemExit if the sim has no such task."""
+    from .graph import load_config, section_params
+    from .sim.tasks import PHRASINGS, parse_instruction
+
+    task = parse_instruction(instruction)
+    if task is None:
+        examples = "; ".join(f.format(c="red", d="left") for f in (PHRASINGS["touch"][0], PHRASINGS["pick"][0],
+                                                                   PHRASINGS["push"][0]))
+        raise SystemExit(f"--instruction {instruction!r} names no sim task; e.g. {examples} "
+                         "(any of red / green / blue; twinbrain_ros/sim/tasks.py lists every phrasing)")
+    config = load_config()
+    spec = f"{task.name}:{task.cube}" + (f":{task.direction}" if task.direction else "")
+    section_params(config, "sim_arm").update(task=spec, publish_instruction=False)
+    path = out / "demo_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="twinbrain-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--checkpoint", default="")
+    p.add_argument("--checkpoint", default="", help=f"default: the shipped {SHIPPED_CHECKPOINT.name} checkpoint")
+    p.add_argument("--random-weights", action="store_true", help="the untrained tiny preset instead")
+    p.add_argument("--instruction", default="", help='e.g. "touch the red cube" (sim/tasks.py: touch / pick / '
+                   'push x red / green / blue)')
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--startup-timeout", type=float, default=180.0)
     args = p.parse_args(argv)
+    if args.random_weights and args.checkpoint:
+        p.error("--random-weights and --checkpoint exclude each other")
+    checkpoint = "" if args.random_weights else (args.checkpoint or str(SHIPPED_CHECKPOINT))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    instruction = args.instruction or checkpoint_instruction(checkpoint)
+    config = demo_config(instruction, out) if instruction else None
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))   # never mix with another graph
 
-    with running_graph(out / "graph.log", use_sim=True, checkpoint=args.checkpoint) as graph:
+    with running_graph(out / "graph.log", use_sim=True, checkpoint=checkpoint, config=config) as graph:
         rec = GraphRecorder()
+        if instruction:
+            rec.instruct.publish(rec.instruction_msg(instruction))
         try:
             print(f"starting sim + policy + safety (log: {out / 'graph.log'}) ...", flush=True)
             deadline = time.monotonic() + args.startup_timeout
@@ -178,7 +239,7 @@ def main(argv=None) -> None:
             print(f"commands flowing; recording {args.seconds:.0f} s ...", flush=True)
             with rec.lock:
                 rec.commands.clear(), rec.setpoints.clear(), rec.chunks.clear()
-            rec.recording = True
+            rec.started_at, rec.recording = rec.now(), True
             time.sleep(args.seconds)
             rec.recording = False
             diagnostics = dict(rec.diagnostics)
@@ -201,11 +262,12 @@ def main(argv=None) -> None:
         "safety_interventions": {k.split(".", 1)[1]: int(v) for k,
                                  v in safety.items() if k.startswith("interventions.")},
         "policy_rejected_chunks": diagnostics.get("twinbrain: policy", {}).get("rejected_chunks"),
-        "task_success": diagnostics.get("twinbrain: sim_arm", {}).get("success"),
-        "model": args.checkpoint or "tiny random weights (untrained: expect aimless, safe motion)",
+        "task_success": rec.succeeded_at is not None,
+        "task_success_after_s": None if rec.succeeded_at is None else round(rec.succeeded_at - rec.started_at, 1),
+        "model": checkpoint or "tiny random weights (untrained: expect aimless, safe motion)",
     }
     if rec.frames:
-        write_video(out / "demo.mp4", rec.frames, rec.chunks)
+        write_video(out / "demo.mp4", rec.frames, rec.chunks, rec.succeeded_at)
     if rec.joints:
         write_plots(out, rec.joints, rec.commands, rec.chunks, ARM_JOINTS)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
