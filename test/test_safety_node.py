@@ -132,7 +132,8 @@ def test_two_robots_in_two_namespaces_never_cross_talk():
         assert limits["position_margin"][0] == 0.01 and limits["workspace_max"] == [0.8, 0.8, 1.2]   # the YAML's
         stray = r1.graph.record(JointTrajectory, "/arm_controller/joint_trajectory")   # the un-namespaced topic
         s1 = bench.CommandStream(r1.graph, namespace="robot1").start()
-        assert r1.graph.wait_for(lambda: r1.outputs.count() > 50, 20.0)
+        assert r1.graph.wait_for(lambda: r1.outputs.count() > 50, 20.0), (
+            r1.outputs.count(), s1.sent, dict(r1.node.limiter.counters), r1.node.limiter.initialized)
         assert r2.outputs.count() == 0, "robot2 moved on robot1's commands"
         r2.graph.call(Trigger, "/robot2/safety_node/estop")
         assert r2.node.limiter.estopped and not r1.node.limiter.estopped

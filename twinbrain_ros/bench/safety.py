@@ -68,7 +68,12 @@ class CommandStream:
         self.running, self.t0 = threading.Event(), None
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def start(self) -> "CommandStream":
+    def start(self, discovery_timeout: float = 20.0) -> "CommandStream":
+        """Starts once the safety node's subscription has matched (on a loaded host discovery can take
+        seconds, and commands published before it are lost, not late)."""
+        end = time.monotonic() + discovery_timeout
+        while self.pub.get_subscription_count() == 0 and time.monotonic() < end:
+            time.sleep(0.01)
         self.running.set()
         self.t0 = time.monotonic()
         self.thread.start()
