@@ -64,7 +64,7 @@ class GraphRecorder:
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 100)
         n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), LATCHED)
         n.create_subscription(Bool, "/sim_arm/success", self._on_success, LATCHED)
-        self.instruct = n.create_publisher(String, "/instruction", LATCHED)
+        self._instruction_pub = n.create_publisher(String, "/instruction", LATCHED)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -72,10 +72,10 @@ class GraphRecorder:
     def now(self):
         return time.monotonic()
 
-    @staticmethod
-    def instruction_msg(text: str):
-        from std_msgs.msg import String
-        return String(data=text)
+    def instruct(self, text: str) -> None:
+        """Publish the task's words (latched), as `twinbrain-ros instruct` does."""
+        from std_msgs.msg import String  # rclpy stays out of module import time, as in __init__
+        self._instruction_pub.publish(String(data=text))
 
     def _on_success(self, m):
         if self.recording and m.data and self.succeeded_at is None:
@@ -227,7 +227,7 @@ def main(argv=None) -> None:
     with running_graph(out / "graph.log", use_sim=True, checkpoint=checkpoint, config=config) as graph:
         rec = GraphRecorder()
         if instruction:
-            rec.instruct.publish(rec.instruction_msg(instruction))
+            rec.instruct(instruction)
         try:
             print(f"starting sim + policy + safety (log: {out / 'graph.log'}) ...", flush=True)
             deadline = time.monotonic() + args.startup_timeout

@@ -24,13 +24,19 @@ from ..graph import load_config, section_params
 from ..sim.tasks import COLOURS, Task, parse_instruction
 
 
-def call(client, timeout: float = 15.0) -> bool:
-    """Call a Trigger service; True if it answered with success."""
+def response(client, timeout: float = 15.0):
+    """Call a Trigger service: its response, or None if none came within ``timeout``."""
     future = client.call_async(client.srv_type.Request())
     end = time.monotonic() + timeout
     while not future.done() and time.monotonic() < end:
         time.sleep(0.02)
-    return future.done() and future.result() is not None and future.result().success
+    return future.result() if future.done() else None
+
+
+def call(client, timeout: float = 15.0) -> bool:
+    """Call a Trigger service; True if it answered with success."""
+    answer = response(client, timeout)
+    return answer is not None and answer.success
 
 
 def release(client, timeout: float = 10.0) -> bool:
@@ -90,12 +96,12 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
                     call(clients["safety_node/estop"])
                     time.sleep(0.5)                           # the safety node brakes the arm to a standstill
                 if ritual or k:
-                    reset = clients["sim_arm/reset"].call_async(Trigger.Request())   # the sim draws the next seed
-                    while not reset.done():
-                        time.sleep(0.02)
+                    reset = response(clients["sim_arm/reset"])   # the sim draws the next seed
+                    if reset is None or not reset.success:
+                        raise RuntimeError(f"/sim_arm/reset did not start the next episode; see {log_path}")
                     success.clear()
                     if swap:   # "episode k: <instruction>" -> the same words, another colour
-                        named = parse_instruction(reset.result().message.split(": ", 1)[1])
+                        named = parse_instruction(reset.message.split(": ", 1)[1])
                         instruct.publish(String(data=swapped(named).instruction))
                         time.sleep(0.3)       # the sim retargets its success check, the policy takes the words
                     if ritual:
