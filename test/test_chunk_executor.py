@@ -24,7 +24,7 @@ def test_steps_in_the_past_are_dropped():
     assert ex.setpoint(10.25)[0] == pytest.approx(2.5)
 
 
-@pytest.mark.parametrize("blend", ["crossfade", "average"])
+@pytest.mark.parametrize("blend", ["crossfade", "average", "rtc"])
 def test_new_chunk_blends_without_a_jump(blend):
     ex = ChunkExecutor(2, DT, blend=blend, blend_steps=3)
     ex.add_chunk(np.zeros((10, 2)), obs_stamp=0.0, now=0.0)
@@ -32,7 +32,7 @@ def test_new_chunk_blends_without_a_jump(blend):
     ex.add_chunk(np.ones((10, 2)), obs_stamp=0.4, now=0.42)
     np.testing.assert_allclose(ex.setpoint(0.42), before, atol=1e-12)   # continuous at the switch
     after = ex.setpoint(0.42 + 3 * DT + 1e-9)
-    expected = 1.0 if blend == "crossfade" else 0.5                     # average: old+new until old ends
+    expected = 0.5 if blend == "average" else 1.0                       # average: old+new until old ends
     np.testing.assert_allclose(after, expected, atol=1e-9)
     np.testing.assert_allclose(ex.setpoint(5.0), 1.0)                   # only the new chunk remains
 
@@ -60,7 +60,7 @@ def test_bad_chunks_are_refused_before_touching_the_trajectory():
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.0, 0.3), st.floats(-5, 5)), min_size=1, max_size=12),
-       st.sampled_from(["crossfade", "average"]))
+       st.sampled_from(["crossfade", "average", "rtc"]))
 def test_random_chunk_streams_are_continuous_and_finite(arrivals, blend):
     ex = ChunkExecutor(1, DT, blend=blend, blend_steps=4)
     now, stamp, last = 0.0, -1.0, None

@@ -7,7 +7,7 @@ import sys
 
 BENCHES = {"inference": "inference", "control": "control", "expert": "expert", "closed-loop": "closed_loop",
            "rollout": "rollout", "sensitivity": "sensitivity", "memory": "memory", "safety": "safety",
-           "two-hosts": "two_hosts", "ruckig": "ruckig_compare", "recorder": "recorder"}
+           "two-hosts": "two_hosts", "ruckig": "ruckig_compare", "recorder": "recorder", "chunking": "chunking"}
 
 
 def main(argv=None) -> None:

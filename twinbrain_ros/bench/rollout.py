@@ -51,15 +51,20 @@ def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds:
 
 
 def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float,
-                       latency: float, config: dict, camera_hz: float = 10.0) -> dict:
-    """policy_node's runner (the same PolicyRunner object, built from the same parameters) and
-    safety_node's limiter, in sim time: joint states every control tick, camera frames at ``camera_hz``,
-    one inference at a time taking ``latency`` s (fresh noise per chunk, as in the node)."""
+                       latency: float, config: dict, camera_hz: float = 10.0, overrides: dict | None = None,
+                       cold_start: float = 0.0, trace: dict | None = None) -> dict:
+    """policy_node's runner (the same PolicyRunner object, built from the same parameters, ``overrides``
+    on top) and safety_node's limiter, in sim time: joint states every control tick, camera frames at
+    ``camera_hz``, one inference at a time taking ``latency`` s (the first after activation
+    ``cold_start`` s more: model warm-up), fresh noise per chunk, as in the node.
+    ``trace`` (a dict) receives the runner's setpoints per tick, the ticks where a new chunk took over,
+    the TCP path, the gap between plan and new chunk at each splice and the frozen steps each rtc guide
+    asked for."""
     shared = node_params(config, "safety_node")
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     cameras = list(policy.config.camera_names)
     target = sim.reset(seed, task)
-    runner = runner_from_config(config, cameras)
+    runner = runner_from_config(config, cameras, policy.config.chunk_length, overrides)
     sync = runner.sync
     runner.set_instruction(target.instruction, 0.0)
     runner.activate(-dt)
@@ -67,6 +72,9 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, pending, tick, frame_every = ClosestApproach(sim), np.random.default_rng(seed), None, 0, \
         max(1, round(1.0 / (camera_hz * dt)))
+    log = trace if trace is not None else {}
+    log.update(setpoints=[], boundaries=[], tcp=[], frozen=[], splice_gaps=[])
+    inferences = 0
     while tick * dt < seconds:
         t = tick * dt
         sync.add_joint_state(t, names, sim.joint_positions())
@@ -74,17 +82,30 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
             for cam in cameras:
                 sync.add_frame(cam, t, sim.render(cam), arrival=t)
         if pending is not None and t >= pending[2] - 1e-9:
-            runner.accept(pending[0], pending[1], latency, t)
+            before = runner.executor.setpoint(t)
+            if runner.accept(pending[0], pending[1], pending[2] - pending[0].started, t) is not None:
+                log["boundaries"].append(len(log["setpoints"]))
+                if before is not None:   # how far the new chunk is from the plan it takes over from, at t
+                    job, chunk = pending[0], pending[1]
+                    rows = job.stamp + runner.step_period * np.arange(len(chunk))
+                    new = [np.interp(t, rows, chunk[:, d]) for d in range(chunk.shape[1])]
+                    log["splice_gaps"].append(float(np.abs(np.asarray(new) - before).max()))
             pending = None
         if pending is None:
             job = runner.next_job(t)
             if job is not None:
-                chunk = policy.predict(job.images, job.state, job.instruction, seed=int(rng.integers(1 << 31)))
-                pending = (job, chunk, t + latency)
+                chunk = policy.predict(job.images, job.state, job.instruction, seed=int(rng.integers(1 << 31)),
+                                       guide=job.guide)
+                pending = (job, chunk, t + latency + (cold_start if inferences == 0 else 0.0))
+                inferences += 1
+                if job.guide is not None:
+                    log["frozen"].append(job.guide.frozen)
         setpoint = runner.tick(t)
         if setpoint is not None:
+            log["setpoints"].append(setpoint)
             sim.set_targets(limiter.limit(names, setpoint, t).positions)
         sim.step(dt)
+        log["tcp"].append(sim.tcp_pos())
         tick += 1
         if _done(closest):
             return _result(closest, True)

@@ -121,11 +121,12 @@ class TwinBrainVLA(nn.Module):
 
     @torch.no_grad()
     def sample(self, inputs: dict, state: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               guide: tuple | None = None) -> torch.Tensor:
         hidden, mask = self.features(inputs, state)
         condition = self.action_expert.encode_condition(hidden, mask)
         return self.action_expert.sample(condition, hidden.shape[0], steps or self.config.num_inference_steps,
-                                         generator, noise)
+                                         generator, noise, guide)
 
     def trainable_state_dict(self) -> dict:
         """What a checkpoint stores: Right brain, state encoder, action expert (never the Left brain)."""

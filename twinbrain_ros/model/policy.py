@@ -110,8 +110,11 @@ class TwinBrainPolicy:
 
     @torch.no_grad()
     def predict_batch(self, observations: list[Observation], seed: int | None = None, steps: int | None = None,
-                      noise: np.ndarray | None = None) -> np.ndarray:
-        """Observations -> (B, H, action_dim). ``seed`` or explicit initial ``noise`` make it repeatable."""
+                      noise: np.ndarray | None = None, guides: list | None = None) -> np.ndarray:
+        """Observations -> (B, H, action_dim). ``seed`` or explicit initial ``noise`` make it repeatable.
+        ``guides``: per observation None or a real-time-chunking guide (``target`` (H, action_dim) in robot
+        units, ``weights`` (H,), ``max_guidance``, ``through_network``; runtime/rtc.py) the chunk is steered
+        to agree with."""
         inputs, state = self.prepare(observations)
         shape = (len(observations), self.config.chunk_length, self.config.action_dim)
         if noise is None:
@@ -119,18 +122,41 @@ class TwinBrainPolicy:
             noise = torch.randn(shape, generator=generator)
         else:
             noise = torch.as_tensor(np.asarray(noise, np.float32).reshape(shape))
-        actions = self.model.sample(inputs, state, steps=steps, noise=noise)
+        guide = self._guidance(observations, guides) if guides is not None and any(g is not None for g in guides) \
+            else None
+        actions = self.model.sample(inputs, state, steps=steps, noise=noise, guide=guide)
         actions = self.normalization.action.unnormalize(actions.float().cpu().numpy())
         return absolute_actions(actions, np.stack([np.asarray(o.state, np.float32) for o in observations]),
                                 self.config.delta_action_mask)
+
+    def _guidance(self, observations: list[Observation], guides: list) -> tuple:
+        """Guides in robot units -> (target, weights, max_guidance) in the model's normalised action space,
+        each target taken relative to its own observation's state (delta actions). An observation without a
+        guide gets weight 0 everywhere: it is sampled unguided."""
+        h, a = self.config.chunk_length, self.config.action_dim
+        targets, weights, beta = np.zeros((len(guides), h, a), np.float32), np.zeros((len(guides), h), np.float32), 0.0
+        exact = False
+        for i, (obs, g) in enumerate(zip(observations, guides)):
+            if g is None:
+                continue
+            target, w = np.asarray(g.target, np.float64), np.asarray(g.weights, np.float64)
+            if target.shape != (h, a) or w.shape != (h,) or not np.all(np.isfinite(target)):
+                raise ValueError(f"an RTC guide must be a finite target ({h}, {a}) with weights ({h},), "
+                                 f"got {target.shape} and {w.shape}")
+            targets[i] = self.model_actions(target, np.asarray(obs.state, np.float64))
+            weights[i] = np.clip(w, 0.0, 1.0)
+            beta, exact = max(beta, float(g.max_guidance)), exact or bool(g.through_network)
+        return (torch.from_numpy(targets).to(self.device), torch.from_numpy(weights).to(self.device), beta, exact)
 
     def model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         """A chunk in robot units (H, action_dim) observed at ``state`` -> the normalised training target."""
         return self.normalization.action.normalize(delta_actions(actions, state, self.config.delta_action_mask))
 
-    def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None) -> np.ndarray:
-        """One observation -> (H, action_dim) action chunk in robot units."""
-        return self.predict_batch([Observation(images, state, instruction)], seed=seed, steps=steps)[0]
+    def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None,
+                guide=None) -> np.ndarray:
+        """One observation -> (H, action_dim) action chunk in robot units (``guide``: see predict_batch)."""
+        return self.predict_batch([Observation(images, state, instruction)], seed=seed, steps=steps,
+                                  guides=None if guide is None else [guide])[0]
 
     # -- the Left brain as the VLM it is ---------------------------------------------------------
     @torch.no_grad()

@@ -80,7 +80,7 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         p = self.p
-        self.runner = PolicyRunner.from_params(p, self.limits)
+        self.runner = PolicyRunner.from_params(p, self.limits, horizon=self.policy.config.chunk_length)
         self.sync = self.runner.sync
         self.stats = self.runner.stats
         self.tick_errors: deque[float] = deque(maxlen=1000)
@@ -247,7 +247,7 @@ class PolicyNode(LifecycleNode):
             start = time.perf_counter()
             try:
                 chunk = self.policy.predict(job.images, job.state, job.instruction,
-                                            steps=self.p["num_inference_steps"] or None)
+                                            steps=self.p["num_inference_steps"] or None, guide=job.guide)
             except Exception as exc:   # noqa: BLE001 - any model failure must leave the robot graph alive
                 error = f"{type(exc).__name__}: {exc}"
                 with self.lock:

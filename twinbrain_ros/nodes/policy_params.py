@@ -36,7 +36,15 @@ PARAMS = ROBOT + [
     Param("out_of_range_chunks", "clamp", "A chunk that leaves a joint's position range: clamp holds those "
           "steps at the limit (what the safety node does to each setpoint anyway; the rest of the chunk still "
           "runs); reject drops the whole chunk and waits for the next.", one_of("clamp", "reject")),
-    Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
+    Param("blend_steps", 4, "Chunk steps over which crossfade/average/rtc ramp in.", positive),
+    Param("rtc_max_guidance", 5.0, "blend rtc: cap on the guidance weight that pulls a new chunk towards the "
+          "executing one (beta of Black et al. 2025; higher follows the executing chunk more tightly).", positive),
+    Param("rtc_guidance", "identity", "blend rtc: identity adds the weighted error to the flow velocity (no "
+          "backward pass; LeRobot's form); network pulls it back through the network's Jacobian first (the paper's "
+          "exact form, one backward pass per Euler step).", one_of("identity", "network")),
+    Param("rtc_initial_delay", 0.1, "blend rtc: inference delay assumed (s) until measured delays come in; the "
+          "estimate then follows the 90th percentile of recent ones, warm-up inferences left out.",
+          non_negative),
     Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
     Param("max_observation_future", 0.05, "Refuse observations stamped further than this ahead of this host's "
@@ -60,9 +68,11 @@ PARAMS = ROBOT + [
 ]
 
 
-def runner_from_config(config: dict, camera_names: list[str] | None = None) -> PolicyRunner:
-    """The PolicyRunner a policy_node gets from the layered configuration (``graph.load_config()``)."""
+def runner_from_config(config: dict, camera_names: list[str] | None = None, horizon: int = 16,
+                       overrides: dict | None = None) -> PolicyRunner:
+    """The PolicyRunner a policy_node gets from the layered configuration (``graph.load_config()``), for a
+    model with chunk length ``horizon``; ``overrides``: parameter values on top (validated the same way)."""
     from ..graph import node_params
 
-    p = resolve(PARAMS, node_params(config, "policy_node"), "policy_node")
-    return PolicyRunner.from_params(p, joint_limits(p, "policy_node"), camera_names)
+    p = resolve(PARAMS, {**node_params(config, "policy_node"), **(overrides or {})}, "policy_node")
+    return PolicyRunner.from_params(p, joint_limits(p, "policy_node"), camera_names, horizon)

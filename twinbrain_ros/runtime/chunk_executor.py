@@ -8,6 +8,9 @@ arrives its steps already in the past are dropped and it is blended into what is
   * ``crossfade`` — weight on the new chunk ramps 0 → 1 over ``blend_steps`` steps: no jump.
   * ``average``   — like crossfade, but the ramp ends at ``average_weight`` and old and new are
                     averaged until the old chunk runs out (temporal ensembling, ACT-style smoothing).
+  * ``rtc``       — spliced like crossfade; the difference is upstream: the chunk was sampled guided
+                    towards this executor's plan (runtime/rtc.py), so the two already agree where the
+                    ramp blends them.
 
 The blended result is resampled onto the new chunk's grid, so memory stays bounded however many
 chunks arrive. After the last step the final setpoint is held. NaN/inf never comes out: a chunk
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BLEND_POLICIES = ("replace", "crossfade", "average")
+BLEND_POLICIES = ("replace", "crossfade", "average", "rtc")
 
 
 def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -52,6 +55,10 @@ class ChunkExecutor:
         else:
             self._times = np.array([now])
             self._values = np.asarray(hold, np.float64).reshape(1, self.dim)
+
+    def plan(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The trajectory being executed: (times (N,), rows (N, dim)), copies; None without one."""
+        return None if self._times is None else (self._times.copy(), self._values.copy())
 
     def setpoint(self, now: float) -> np.ndarray | None:
         if self._times is None:

@@ -23,6 +23,7 @@ import numpy as np
 from .chunk_admission import ChunkAdmission
 from .chunk_executor import ChunkExecutor
 from .joint_limits import CommandRejected
+from .rtc import DelayEstimator, RtcGuide, guide_from_plan
 from .synchronizer import ObservationSynchronizer
 
 
@@ -36,6 +37,7 @@ class InferenceJob:
     instruction: str
     synced: float                   # when the synchronizer completed it
     started: float                  # when the inference side took it
+    guide: RtcGuide | None = None   # blend rtc: what the chunk must agree with (runtime/rtc.py)
 
 
 @dataclass
@@ -48,9 +50,15 @@ class AcceptedChunk:
 
 class PolicyRunner:
     def __init__(self, sync: ObservationSynchronizer, executor: ChunkExecutor, camera_names: list[str],
-                 joint_names: list[str], step_period: float, admission: ChunkAdmission | None = None):
-        """``admission`` None: chunks are not joint positions (end-effector mode) and go in as they are."""
+                 joint_names: list[str], step_period: float, admission: ChunkAdmission | None = None,
+                 horizon: int = 16, delay: DelayEstimator | None = None, max_guidance: float = 5.0,
+                 guidance_through_network: bool = False):
+        """``admission`` None: chunks are not joint positions (end-effector mode) and go in as they are.
+        ``horizon``: the model's chunk length; ``delay``, ``max_guidance`` and ``guidance_through_network``:
+        real-time chunking (used when the executor blends ``rtc``; runtime/rtc.py)."""
         self.sync, self.executor, self.admission = sync, executor, admission
+        self.horizon, self.max_guidance, self.guidance_through_network = horizon, max_guidance, guidance_through_network
+        self.delay = delay or DelayEstimator(initial=step_period)
         self.camera_names, self.joint_names, self.step_period = list(camera_names), list(joint_names), step_period
         self.active = False
         self.model_error: str | None = None
@@ -66,21 +74,24 @@ class PolicyRunner:
         self._published_stamp = None      # observation stamp of the chunk the last setpoint came from
 
     @classmethod
-    def from_params(cls, p: dict, limits, camera_names: list[str] | None = None) -> "PolicyRunner":
+    def from_params(cls, p: dict, limits, camera_names: list[str] | None = None, horizon: int = 16) -> "PolicyRunner":
         """Built from policy_node's parameters (``p``: the node's resolved values, or
-        ``graph.node_params(config, "policy_node")``) and the robot's joint limits, as the node builds it."""
+        ``graph.node_params(config, "policy_node")``), the robot's joint limits and the model's chunk
+        length, as the node builds it."""
         cameras, names, period = list(camera_names or p["camera_names"]), list(p["joint_names"]), p["chunk_step_period"]
         sync = ObservationSynchronizer(cameras, names, p["sync_slop"], p["max_observation_age"], p["max_joint_gap"],
                                        max_future=p["max_observation_future"])
         joint = p["output_mode"] == "joint"
         admission = ChunkAdmission(limits, p["out_of_range_chunks"], p["overspeed_chunks"]) if joint else None
         return cls(sync, ChunkExecutor(len(names), period, p["blend"], p["blend_steps"]), cameras, names, period,
-                   admission)
+                   admission, horizon, DelayEstimator(p["rtc_initial_delay"]), p["rtc_max_guidance"],
+                   p["rtc_guidance"] == "network")
 
     # -- lifecycle and inputs ----------------------------------------------------------------------
     def activate(self, now: float) -> None:
         """Act on what is observed from now on: nothing planned before (or while inactive) is executed."""
         self.executor.reset()
+        self.delay.reset()
         self.not_before, self.active = now, True
 
     def deactivate(self) -> None:
@@ -116,7 +127,14 @@ class PolicyRunner:
             return None
         self._inferred = (obs.stamp, version)
         return InferenceJob(obs.stamp, version, [obs.images[c] for c in self.camera_names], obs.state.copy(),
-                            obs.instruction, self._synced_at.get(obs.stamp, now), now)
+                            obs.instruction, self._synced_at.get(obs.stamp, now), now, self._guide(obs.stamp))
+
+    def _guide(self, stamp: float) -> RtcGuide | None:
+        plan = self.executor.plan() if self.executor.blend == "rtc" else None
+        if plan is None:
+            return None
+        return guide_from_plan(*plan, stamp, self.step_period, self.horizon, self.delay.estimate(), self.max_guidance,
+                               self.guidance_through_network)
 
     def failed(self, error: str) -> None:
         """The model raised: no motion until a later inference succeeds."""
@@ -148,6 +166,7 @@ class PolicyRunner:
             self.refusal = f"chunk refused: {exc}"
             return None
         self.stats["chunks"] += 1
+        self.delay.add(now - job.stamp)
         self.last_obs_stamp = job.stamp
         self._trace = {job.stamp: {"synced": job.synced, "started": job.started,
                                    "finished": job.started + latency, "accepted": now}}
