@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from twinbrain_ros.runtime.images import compressed_to_rgb, image_to_rgb, rgb_to_image_fields
+from twinbrain_ros.runtime.images import compressed_to_rgb, image_cdr_fields, image_to_rgb, rgb_to_image_fields
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
@@ -68,3 +68,23 @@ def test_compressed(ext):
     out = compressed_to_rgb(ext[1:], data.tobytes())
     tol = 0 if ext == ".png" else 40
     assert out.shape == big.shape and np.abs(out.astype(int) - big).mean() <= tol / 4
+
+
+def test_a_serialized_image_parses_to_the_same_pixels_as_rclpy_and_bad_bytes_are_refused():
+    """The raw-subscription path: the CDR bytes rclpy would deserialize, read in place."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    for frame_id, pad in (("", 0), ("front_camera_optical", 3)):
+        msg = Image(height=5, width=7, encoding="rgb8", step=7 * 3 + pad)
+        msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = 12, 250_000_000, frame_id
+        msg.data = np.pad(rgb, ((0, 0), (0, pad // 3), (0, 0))).reshape(5, -1)[:, :7 * 3 + pad].tobytes()
+        buf = serialize_message(msg)
+        stamp, fields = image_cdr_fields(buf)
+        assert stamp == 12.25 and fields["encoding"] == "rgb8" and fields["step"] == 7 * 3 + pad
+        np.testing.assert_array_equal(image_to_rgb(**fields), rgb)
+        with pytest.raises(ValueError, match="truncated"):
+            image_cdr_fields(buf[:-4])
+    with pytest.raises(ValueError, match="CDR"):
+        image_cdr_fields(b"\x00")

@@ -6,6 +6,8 @@ Zero-copy where the layout allows it (rgb8 without row padding is a view on the 
 
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 
@@ -53,6 +55,46 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
     if encoding == "bgra8":
         return pixels[:, :, 2::-1]
     return np.repeat(pixels, 3, axis=2)   # mono8 / 8UC1
+
+
+def image_cdr_fields(buf) -> tuple[float, dict]:
+    """A serialized sensor_msgs/Image (the CDR bytes a raw subscription hands over) -> (stamp in seconds,
+    the fields ``image_to_rgb`` takes, ``data`` a zero-copy view on ``buf``). Skips what rclpy would
+    otherwise do per frame: build a Python message and copy the pixels into it. Raises ValueError on a
+    truncated or big-endian-encapsulated buffer (ROS 2 middlewares send little-endian CDR)."""
+    view = memoryview(buf)
+    if len(view) < 4 or view[1] not in (0x01, 0x03):   # CDR_LE / PL_CDR_LE encapsulation
+        raise ValueError("not a little-endian CDR sensor_msgs/Image")
+    body, pos = view[4:], 0                            # alignment counts from the end of the header
+
+    def take(fmt: str, align: int):
+        nonlocal pos
+        pos += -pos % align
+        (value,) = struct.unpack_from(fmt, body, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<I", 4)
+        text = bytes(body[pos:pos + max(n - 1, 0)]).decode("utf-8", "replace")
+        pos += n
+        return text
+
+    try:
+        sec, nanosec = take("<i", 4), take("<I", 4)
+        string()                                       # header.frame_id
+        height, width = take("<I", 4), take("<I", 4)
+        encoding = string()
+        is_bigendian = take("<B", 1)
+        step, size = take("<I", 4), take("<I", 4)
+    except struct.error as exc:
+        raise ValueError(f"truncated sensor_msgs/Image: {exc}") from None
+    if pos + size > len(body):
+        raise ValueError(f"truncated sensor_msgs/Image: {size} data bytes announced, {len(body) - pos} present")
+    data = np.frombuffer(body, np.uint8, size, pos)
+    return sec + nanosec * 1e-9, {"encoding": encoding, "height": height, "width": width, "step": step,
+                                  "is_bigendian": bool(is_bigendian), "data": data}
 
 
 def compressed_to_rgb(fmt: str, data) -> np.ndarray:
