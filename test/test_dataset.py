@@ -227,3 +227,24 @@ def test_record_sim_writes_successful_expert_episodes(tmp_path):
     data = ds.episode_data(ds.episodes[0])
     assert data["action"].shape[1] == 7 and np.all(np.isfinite(data["action"]))
     assert np.abs(np.diff(data["observation.state"], axis=0)).max() > 0.01    # the arm moved
+
+
+def test_record_sim_widens_the_demonstrations_without_touching_the_actions(tmp_path):
+    """Start spread, hold and DART perturbation: the recorded action is still the clean leader target
+    (the same as without perturbation), while the arm the cameras and joint states see wanders off it."""
+    from twinbrain_ros.sim.arm_sim import HOME
+
+    wide = record(str(tmp_path / "wide"), episodes=1, image_size=(32, 32), task="touch", hold=2.0, perturb=0.02)
+    kept = len(wide["discarded_failed_seeds"])          # seeds run in order; a perturbed one may fail
+    plain = record(str(tmp_path / "plain"), episodes=1, image_size=(32, 32), task="touch", hold=2.0, first_seed=kept)
+    spread = record(str(tmp_path / "spread"), episodes=1, image_size=(32, 32), task="touch", start_spread=0.3)
+    assert plain["episodes"] == wide["episodes"] == spread["episodes"] == 1 and wide["perturb"] == 0.02
+    assert plain["discarded_failed_seeds"] == []                                      # the same seed
+    a, b = (LeRobotV3Dataset(tmp_path / d) for d in ("plain", "wide"))
+    da, db = a.episode_data(a.episodes[0]), b.episode_data(b.episodes[0])
+    np.testing.assert_allclose(da["action"], db["action"], atol=1e-6)   # the same leader targets throughout
+    assert np.abs(da["observation.state"] - db["observation.state"]).max() > 0.01     # the arm wandered
+    assert len(da["action"]) >= 10 * (2.0 + 2.5)                                       # the hold is recorded
+    np.testing.assert_allclose(da["action"][-20:], da["action"][-1:].repeat(20, 0), atol=1e-6)   # at rest
+    c = LeRobotV3Dataset(tmp_path / "spread")
+    assert np.abs(c.episode_data(c.episodes[0])["observation.state"][0][:6] - HOME[:6]).max() > 0.05

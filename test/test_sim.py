@@ -153,6 +153,24 @@ def test_reset_puts_the_arm_at_home_with_the_gripper_open(sim):
         np.testing.assert_allclose(sim.joint_positions(), HOME, atol=2e-3)
 
 
+def test_a_start_spread_moves_only_the_arm_and_the_expert_still_solves_it(sim):
+    from twinbrain_ros.sim.arm_sim import HOME
+
+    sim.reset(4, "touch")
+    cubes = {c: sim.cube_pos(c) for c in COLOURS}
+    sim.reset(4, "touch", start_spread=0.3)
+    start = sim.joint_positions()
+    offset = np.abs(start[:6] - HOME[:6])
+    assert offset.max() > 0.05 and offset.max() <= 0.3 + 2e-3 and abs(start[6] - HOME[6]) < 2e-3
+    for c in COLOURS:                                      # the same scene: only the arm starts elsewhere
+        np.testing.assert_allclose(sim.cube_pos(c), cubes[c], atol=1e-6)
+    sim.reset(4, "touch", start_spread=0.3)
+    np.testing.assert_allclose(sim.joint_positions(), start)   # deterministic given the seed
+    assert all(run_episode(sim, s, "touch") for s in range(3))
+    expert = ScriptedExpert(sim, hold=3.0)
+    assert expert.duration == pytest.approx(expert.times[-1] + 3.0)
+
+
 def test_success_detectors_are_false_at_reset(sim):
     for task in all_tasks():
         sim.reset(3, task)

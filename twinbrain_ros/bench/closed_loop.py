@@ -67,6 +67,11 @@ def main(argv=None) -> None:
                    help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
     p.add_argument("--delta-actions", action=argparse.BooleanOptionalAction, default=True,
                    help="arm joints relative to the observed state, gripper absolute (openpi's delta actions)")
+    p.add_argument("--start-spread", type=float, default=0.3,
+                   help="demonstrations start up to this many rad from home (data/record_sim.py)")
+    p.add_argument("--hold", type=float, default=3.0, help="seconds each demonstration holds its final pose")
+    p.add_argument("--perturb", type=float, default=0.02,
+                   help="std (rad) of the DART offset the expert's arm follows while recording")
     p.add_argument("--out", default="out/closed-loop")
     p.add_argument("--eval-passes", default="", help="comma-separated subset of the evaluations: fine_tuned, "
                    "plain_start (no e-stop / policy-reset ritual), untrained; with --task mixture also swap_control")
@@ -88,7 +93,8 @@ def main(argv=None) -> None:
         untrained, trained = str(out / "train" / "untrained"), str(out / "train" / "final")
         train_info = json.loads((out / "train" / "train_info.json").read_text())
     else:
-        rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224))
+        rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224),
+                     start_spread=args.start_spread, hold=args.hold, perturb=args.perturb)
         untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training

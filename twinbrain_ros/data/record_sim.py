@@ -3,11 +3,20 @@ demonstrations from the simulated arm, recorded headless (no ROS) straight into 
 
 Observation at each frame: both cameras + joint positions; action: the expert's leader-arm joint
 target at that instant (what a teleoperator's leader arm would publish); task: the instruction.
+
+Behaviour cloning fails where the policy's own small errors take it to states no demonstration visited.
+Three knobs widen what the demonstrations cover: ``start_spread`` (the arm starts anywhere within that
+many radians of home), ``hold`` (seconds at the final pose: what to do once the task is done) and
+``perturb`` (DART, Laskey et al. 2017: the arm follows the leader plus a slowly wandering offset of that
+standard deviation while the recorded action stays the clean leader target, so the data shows the way
+back from off the path).
 """
 
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 from ..sim.arm_sim import ARM_JOINTS, ArmSim
 from ..sim.expert import ScriptedExpert
@@ -16,7 +25,8 @@ from .lerobot_writer import LeRobotV3Writer
 
 
 def record(out: str, episodes: int, fps: int = 10, task: str | None = None, first_seed: int = 0,
-           image_size: tuple[int, int] = (96, 96), only_success: bool = True, codec: str = "h264") -> dict:
+           image_size: tuple[int, int] = (96, 96), only_success: bool = True, codec: str = "h264",
+           start_spread: float = 0.0, hold: float = 0.5, perturb: float = 0.0) -> dict:
     sim = ArmSim(image_size=image_size)
     schema = Schema(fps, {cam: image_size for cam in sim.cameras}, ARM_JOINTS, ARM_JOINTS)
     writer = LeRobotV3Writer(out, schema, codec=codec)
@@ -25,14 +35,15 @@ def record(out: str, episodes: int, fps: int = 10, task: str | None = None, firs
     kept, failed, seed = 0, [], first_seed
     start = time.perf_counter()
     while kept < episodes:
-        sim.reset(seed, task)
-        expert = ScriptedExpert(sim)
+        sim.reset(seed, task, start_spread)
+        expert = ScriptedExpert(sim, hold)
+        offset = _Wander(perturb, np.random.default_rng([seed, 2]))
         writer.start_episode(sim.task.instruction)
         t = 0.0
         while t < expert.duration:
             writer.add_frame({cam: sim.render(cam) for cam in sim.cameras}, sim.joint_positions(), expert.command(t), t)
             for _ in range(int(round(physics_per_frame / control_dt))):   # the arm keeps following the leader
-                sim.set_targets(expert.command(t))
+                sim.set_targets(expert.command(t) + offset.step(control_dt))
                 sim.step(control_dt)
                 t += control_dt
         if sim.success() or not only_success:
@@ -44,4 +55,20 @@ def record(out: str, episodes: int, fps: int = 10, task: str | None = None, firs
         seed += 1
     sim.close()
     return {"dataset": out, "episodes": kept, "total_episodes": writer.num_episodes, "discarded_failed_seeds": failed,
-            "fps": fps, "seconds": round(time.perf_counter() - start, 1)}
+            "fps": fps, "start_spread": start_spread, "hold": hold, "perturb": perturb,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+class _Wander:
+    """An Ornstein-Uhlenbeck offset on the arm joints (gripper untouched): stationary standard deviation
+    ``std`` rad, correlation time ``tau`` s, so the arm drifts off the path and back rather than jitters."""
+
+    def __init__(self, std: float, rng: np.random.Generator, tau: float = 0.5, dim: int = 7):
+        self.std, self.rng, self.tau = std, rng, tau
+        self.value = np.zeros(dim)
+
+    def step(self, dt: float) -> np.ndarray:
+        if self.std > 0:
+            decay = np.exp(-dt / self.tau)
+            self.value[:6] = decay * self.value[:6] + self.std * np.sqrt(1 - decay ** 2) * self.rng.standard_normal(6)
+        return self.value

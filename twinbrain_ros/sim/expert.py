@@ -51,11 +51,13 @@ def solve_ik(sim: ArmSim, target_pos: np.ndarray, target_rot: np.ndarray, q0: np
 
 
 class ScriptedExpert:
-    def __init__(self, sim: ArmSim):
+    def __init__(self, sim: ArmSim, hold: float = 0.5):
+        """``hold``: seconds the episode goes on at the final pose. Demonstrations that end the moment the
+        task is done teach nothing about what to do after it, and a policy run on past that point drifts."""
         self.sim = sim
         self.waypoints = self._plan()
         self.times = np.cumsum([0.0] + [w[0] for w in self.waypoints[1:]])
-        self.duration = float(self.times[-1]) + 0.5
+        self.duration = float(self.times[-1]) + hold
 
     def _pose(self, q_seed, pos, yaw, grip):
         rot = _rot_z(yaw) @ DOWN_YAW0
