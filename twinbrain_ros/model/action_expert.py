@@ -198,9 +198,9 @@ class FlowMatchingActionExpert(nn.Module):
         ``through_network``: e is first pulled back through the network, eᵀ ∂x̂₁/∂x (one backward pass
         per step; the paper's ΠGDM form). Without it ∂x̂₁/∂x is taken as the identity (no backward pass;
         what LeRobot's RTC computes). Where x̂₁ hardly depends on x (a sharp, image-conditioned
-        posterior, as in the shipped touch checkpoint) the exact pull-back is near zero and leaves the
-        frozen steps almost as far off as unguided sampling, while the identity form pulls them onto the
-        target (`twinbrain-bench chunking --rtc-guidance network` against the default)."""
+        posterior) the exact pull-back is near zero and cannot move the frozen steps, while the identity
+        form still pulls them onto the target; compare with `twinbrain-bench chunking --rtc-guidance
+        network`."""
         w = weights.to(x.device, torch.float32)[:, :, None]
         target = target.to(x.device, torch.float32)
         dt = 1.0 / steps
