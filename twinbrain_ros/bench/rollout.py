@@ -21,6 +21,7 @@ from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
 from ..nodes.policy_params import runner_from_config
 from ..nodes.safety_params import SafetyConfig
+from ..runtime.chunk_executor import interpolate
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import checkpoint_bench_parser, emit
 
@@ -87,9 +88,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
                 log["boundaries"].append(len(log["setpoints"]))
                 if before is not None:   # how far the new chunk is from the plan it takes over from, at t
                     job, chunk = pending[0], pending[1]
-                    rows = job.stamp + runner.step_period * np.arange(len(chunk))
-                    new = [np.interp(t, rows, chunk[:, d]) for d in range(chunk.shape[1])]
-                    log["splice_gaps"].append(float(np.abs(np.asarray(new) - before).max()))
+                    new = interpolate(job.stamp + runner.step_period * np.arange(len(chunk)), chunk, np.array([t]))[0]
+                    log["splice_gaps"].append(float(np.abs(new - before).max()))
             pending = None
         if pending is None:
             job = runner.next_job(t)

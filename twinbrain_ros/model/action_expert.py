@@ -173,7 +173,8 @@ class FlowMatchingActionExpert(nn.Module):
     def sample(self, condition, batch: int, steps: int, generator: torch.Generator | None = None,
                noise: torch.Tensor | None = None, guide: tuple | None = None) -> torch.Tensor:
         """Euler integration from noise (t=0) to actions (t=1): (B, H, action_dim) normalised actions.
-        ``guide`` (target (B, H, A), weights (B, H), max_guidance): real-time chunking, see ``_guided``."""
+        ``guide`` (target (B, H, A), weights (B, H), max_guidance, through_network): real-time chunking,
+        see ``_guided``."""
         device = condition[1].device
         if noise is None:
             noise = gaussian_noise((batch, self.chunk_length, self.action_dim), "cpu", generator)

@@ -122,17 +122,19 @@ class TwinBrainPolicy:
             noise = torch.randn(shape, generator=generator)
         else:
             noise = torch.as_tensor(np.asarray(noise, np.float32).reshape(shape))
-        guide = self._guidance(observations, guides) if guides is not None and any(g is not None for g in guides) \
-            else None
+        guide = self._guidance(observations, guides) if guides else None
         actions = self.model.sample(inputs, state, steps=steps, noise=noise, guide=guide)
         actions = self.normalization.action.unnormalize(actions.float().cpu().numpy())
         return absolute_actions(actions, np.stack([np.asarray(o.state, np.float32) for o in observations]),
                                 self.config.delta_action_mask)
 
-    def _guidance(self, observations: list[Observation], guides: list) -> tuple:
-        """Guides in robot units -> (target, weights, max_guidance) in the model's normalised action space,
-        each target taken relative to its own observation's state (delta actions). An observation without a
-        guide gets weight 0 everywhere: it is sampled unguided."""
+    def _guidance(self, observations: list[Observation], guides: list) -> tuple | None:
+        """Guides in robot units -> (target, weights, max_guidance, through_network) in the model's
+        normalised action space, each target taken relative to its own observation's state (delta actions);
+        None when no observation has one. An observation without a guide gets weight 0 everywhere: it is
+        sampled unguided."""
+        if all(g is None for g in guides):
+            return None
         h, a = self.config.chunk_length, self.config.action_dim
         targets, weights, beta = np.zeros((len(guides), h, a), np.float32), np.zeros((len(guides), h), np.float32), 0.0
         exact = False

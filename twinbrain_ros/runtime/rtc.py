@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .chunk_executor import interpolate
+
 
 @dataclass
 class RtcGuide:
@@ -86,6 +88,6 @@ def guide_from_plan(plan_times: np.ndarray, plan_values: np.ndarray, obs_stamp: 
     overlap = int(np.searchsorted(times, plan_times[-1], side="right"))
     if overlap == 0:
         return None
-    target = np.stack([np.interp(times, plan_times, plan_values[:, d]) for d in range(plan_values.shape[1])], -1)
+    target = interpolate(plan_times, plan_values, times)
     frozen = min(int(np.ceil(delay / step_period - 1e-9)), overlap)
     return RtcGuide(target, soft_mask(horizon, frozen, overlap), frozen, max_guidance, through_network)
