@@ -101,6 +101,21 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     assert commands.count() == n, "policy kept streaming with stalled joint states"
 
 
+def test_rtc_blend_under_an_emulated_slow_model(graph, tiny_base_dirs):
+    """blend rtc through the node, each inference made to take at least 0.4 s (emulated_inference_time, as
+    `twinbrain-bench chunking --graph` runs it): guided chunks come, every one reports at least that latency,
+    and setpoints keep flowing across the splices."""
+    commands = graph.record(JointTrajectory, "/twinbrain/joint_command")
+    chunks = graph.record(ActionChunk, "/policy_node/chunk")
+    _policy_node(graph, tiny_base_dirs, blend="rtc", emulated_inference_time=0.4)
+    graph.start_feed()
+    graph.publish_instruction("pick up the red cube")
+    assert graph.wait_for(lambda: chunks.count() >= 3, 30.0), "no chunks under blend rtc"
+    assert all(duration_to_sec(c.inference_latency) >= 0.4 - 1e-3 for c in chunks.messages)
+    n = commands.count()
+    assert graph.wait_for(lambda: commands.count() > n + 20), "setpoints stopped after the splices"
+
+
 def test_new_instruction_replans(graph, tiny_base_dirs):
     chunks = graph.record(ActionChunk, "/policy_node/chunk")
     diags = graph.record(DiagnosticArray, "/diagnostics")

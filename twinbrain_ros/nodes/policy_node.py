@@ -254,6 +254,9 @@ class PolicyNode(LifecycleNode):
                     self.runner.failed(error)
                 self.log("error", "inference", f"inference failed: {error}")
                 continue
+            emulated = self.p["emulated_inference_time"] - (time.perf_counter() - start)
+            if emulated > 0 and self._stop.wait(emulated):
+                break
             latency = time.perf_counter() - start
             if not self.context.ok():
                 break

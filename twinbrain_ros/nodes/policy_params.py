@@ -45,6 +45,10 @@ PARAMS = ROBOT + [
     Param("rtc_initial_delay", 0.1, "blend rtc: inference delay assumed (s) until measured delays come in; the "
           "estimate then follows the 90th percentile of recent ones, warm-up inferences left out.",
           non_negative),
+    Param("emulated_inference_time", 0.0, "Each inference takes at least this long (s): the worker waits out the "
+          "rest before its chunk is accepted, as a slower model or a remote GPU host would. For testing chunk "
+          "blending under latency through the graph (twinbrain-bench chunking --graph); 0 on a robot.",
+          non_negative),
     Param("sync_slop", 0.02, "Max stamp difference between cameras of one observation (s).", positive),
     Param("max_observation_age", 0.5, "Refuse to act on observations older than this (s).", positive),
     Param("max_observation_future", 0.05, "Refuse observations stamped further than this ahead of this host's "
