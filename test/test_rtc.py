@@ -5,7 +5,7 @@ checkpoint holding the frozen steps of a new chunk on the executing plan."""
 import numpy as np
 import pytest
 
-from twinbrain_ros.bench.chunking import boundary_steps
+from twinbrain_ros.bench.chunking import boundary_steps, graph_splices
 from twinbrain_ros.graph import load_config, node_params
 from twinbrain_ros.nodes.policy_params import runner_from_config
 from twinbrain_ros.runtime.rtc import DelayEstimator, RtcGuide, guide_from_plan, soft_mask
@@ -143,3 +143,31 @@ def test_boundary_steps_see_a_splice_jump_and_not_a_smooth_ramp():
     assert max(boundary_steps(smooth, [50], dt)[0]) < 1e-9
     steps, jerks = boundary_steps(jump, [50], dt)
     assert steps[0] == pytest.approx(10.0) and jerks[0] > 0
+
+
+def test_boundary_steps_on_stamps_do_not_read_a_lost_message_as_a_jump():
+    t = np.arange(101) * 0.01
+    q = (t * 2.0)[:, None]
+    keep = np.ones(101, bool)
+    keep[49] = False                                   # one setpoint message lost just before the boundary
+    assert max(boundary_steps(q[keep], [49], times=t[keep])[0]) < 1e-9
+    assert max(boundary_steps(q[keep], [49], 0.01)[0]) > 1.0   # on a fixed grid the gap looks like a jump
+
+
+def test_graph_splices_from_published_setpoints_and_chunks():
+    """Two runs of setpoints (the ritual's pause between episodes); in each, the chunk that started it is no
+    splice, the next one is: its gap is measured against the setpoint just before it took over. One that
+    came during an e-stop is left out."""
+    period, trace = 0.01, {"setpoints": [], "chunks": []}
+    for start in (0.0, 10.0):
+        for k in range(100):
+            trace["setpoints"].append((start + k * period, np.array([0.5 if k >= 50 else 0.0])))
+        trace["chunks"].append((start - 0.001, start - 0.1, 0.1, np.zeros((16, 1))))          # starts the run
+        trace["chunks"].append((start + 0.5 + 0.002, start + 0.4, 0.1, np.full((16, 1), 0.5)))  # a splice at k=50
+        trace["chunks"].append((start + 0.85, start + 0.8, 0.1, np.full((16, 1), 3.0)))   # during an e-stop
+        trace.setdefault("pauses", []).append((start + 0.8, start + 0.9))
+    steps, jerks, gaps, delays = graph_splices(trace, period)
+    assert len(steps) == len(gaps) == 2
+    assert steps == pytest.approx([50.0, 50.0])   # 0.5 rad in one tick
+    assert gaps == pytest.approx([0.5, 0.5])
+    assert delays == pytest.approx([0.099, 0.102, 0.05, 0.099, 0.102, 0.05])

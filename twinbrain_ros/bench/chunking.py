@@ -4,7 +4,14 @@ For every blend (replace / crossfade / average / rtc) and injected latency, the 
 process and in sim time, driven by policy_node's own PolicyRunner and safety_node's limiter
 (bench/rollout.py ``rollout_like_graph``): a chunk takes effect ``latency`` s after its observation
 (the first one ``--cold-start`` s later still, as a model's warm-up does), so the figures are about
-the splicing, not about this host's speed. Same seeds and noise draws for every blend.
+the splicing, not about this host's speed. Same seeds and noise draws for every blend. As in
+policy_node, the warm-up happens once and the rtc delay estimate carries from episode to episode.
+
+``--graph``: the same through the ROS graph (bench/graph_episodes.py: sim_arm, policy_node and
+safety_node as processes, the lab ritual before each episode), one graph per blend and latency, each
+inference made to take at least the latency (policy_node's ``emulated_inference_time``; this host's own
+inference time comes on top of 0). The splice figures come from what policy_node published: its
+setpoints, and the admitted chunks (after clamping and slow-down).
 
 Per blend and latency: success rate; at the ticks where a new chunk takes over, the largest step in
 commanded joint velocity (rad/s) and jerk (rad/s³) and the gap between the plan being executed and the
@@ -17,25 +24,35 @@ every latency.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
-from ..runtime.chunk_executor import BLEND_POLICIES
+from ..runtime.chunk_executor import BLEND_POLICIES, interpolate
+from ..runtime.rtc import DelayEstimator
 from ..sim.arm_sim import ArmSim
 from .rollout import rollout_like_graph
 from .stats import checkpoint_bench_parser, emit
 
 
-def boundary_steps(setpoints: np.ndarray, boundaries: list[int], dt: float) -> tuple[list[float], list[float]]:
+def boundary_steps(setpoints: np.ndarray, boundaries: list[int], dt: float = 0.0,
+                   times: np.ndarray | None = None) -> tuple[list[float], list[float]]:
     """Per chunk boundary (index of the first setpoint from the new chunk): the largest change of velocity
     over the boundary tick and the next (rad/s), and the largest jerk over the three ticks from it
-    (rad/s³), both over all joints."""
+    (rad/s³), both over all joints. Setpoints ``dt`` apart, or at ``times`` (stamps: a graph's ticks are
+    not exactly periodic and a message can be lost)."""
     q = np.asarray(setpoints, np.float64)
-    v = np.diff(q, axis=0) / dt                    # v[i]: from setpoint i to i+1
+    t = np.arange(len(q)) * dt if times is None else np.asarray(times, np.float64)
+    if len(q) < 2:
+        return [], []
+    v = np.diff(q, axis=0) / np.diff(t)[:, None]   # v[i]: from setpoint i to i+1
     dv = np.abs(np.diff(v, axis=0))                # dv[i]: velocity change at setpoint i+1
-    jerk = np.abs(np.diff(q, n=3, axis=0)) / dt ** 3
+    tv = (t[1:] + t[:-1]) / 2
+    a = np.diff(v, axis=0) / np.diff(tv)[:, None]
+    ta = (tv[1:] + tv[:-1]) / 2
+    jerk = np.abs(np.diff(a, axis=0) / np.diff(ta)[:, None])
     steps, jerks = [], []
     for b in boundaries:
         window = dv[max(b - 1, 0):b + 1]           # changes at setpoints b and b+1
@@ -47,14 +64,27 @@ def boundary_steps(setpoints: np.ndarray, boundaries: list[int], dt: float) -> t
     return steps, jerks
 
 
+def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(), latencies=()) -> dict:
+    return {"success_rate": round(successes / episodes, 3),
+            "boundary_velocity_step_max": round(max(steps, default=0.0), 4),
+            "boundary_velocity_step_p95": round(float(np.percentile(steps, 95)) if steps else 0.0, 4),
+            "boundary_jerk_max": round(max(jerks, default=0.0), 1),
+            "splice_gap_p95_rad": round(float(np.percentile(gaps, 95)) if gaps else 0.0, 4),
+            "path_length_m_mean": round(float(np.mean(paths)), 3) if paths else None,
+            "chunks": len(steps), **({"frozen_steps_mean": round(float(np.mean(frozen)), 2)} if frozen else {}),
+            **({"observation_to_chunk_p50_s": round(float(np.median(latencies)), 3)} if len(latencies) else {})}
+
+
 def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_start, guidance) -> dict:
     dt = 1.0 / node_params(config, "safety_node")["control_rate_hz"]
     successes, steps, jerks, gaps, paths, frozen = 0, [], [], [], [], []
-    for seed in seeds:
+    # as in policy_node: one warm-up per start, and the delay estimate carried from episode to episode
+    delay = DelayEstimator(node_params(config, "policy_node")["rtc_initial_delay"])
+    for k, seed in enumerate(seeds):
         trace: dict = {}
         result = rollout_like_graph(policy, sim, seed, task, seconds, latency, config,
-                                    overrides={"blend": blend, "rtc_guidance": guidance}, cold_start=cold_start,
-                                    trace=trace)
+                                    overrides={"blend": blend, "rtc_guidance": guidance},
+                                    cold_start=0.0 if k else cold_start, trace=trace, delay=delay)
         successes += result["success"]
         s, j = boundary_steps(trace["setpoints"], trace["boundaries"], dt)
         steps += s
@@ -63,13 +93,52 @@ def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_s
         frozen += trace["frozen"]
         if result["success"]:
             paths.append(float(np.linalg.norm(np.diff(np.asarray(trace["tcp"]), axis=0), axis=1).sum()))
-    return {"success_rate": round(successes / len(seeds), 3),
-            "boundary_velocity_step_max": round(max(steps, default=0.0), 4),
-            "boundary_velocity_step_p95": round(float(np.percentile(steps, 95)) if steps else 0.0, 4),
-            "boundary_jerk_max": round(max(jerks, default=0.0), 1),
-            "splice_gap_p95_rad": round(float(np.percentile(gaps, 95)) if gaps else 0.0, 4),
-            "path_length_m_mean": round(float(np.mean(paths)), 3) if paths else None,
-            "chunks": len(steps), **({"frozen_steps_mean": round(float(np.mean(frozen)), 2)} if frozen else {})}
+    return summary(successes, len(seeds), steps, jerks, gaps, paths, frozen)
+
+
+def graph_splices(trace: dict, period: float) -> tuple[list[float], list[float], list[float], list[float]]:
+    """From what policy_node published (``graph_episodes.evaluate``'s trace): per splice the velocity step
+    and jerk at the boundary, the gap between the admitted new chunk and the setpoint just before it took
+    over, and each chunk's delay (received - observation stamp). Setpoints stop between the ritual's
+    episodes; a chunk that starts a run of setpoints took over from nothing and is no splice, and one
+    received during a pause (e-stop to release: the arm brakes, the scene is re-staged) is not about
+    blending."""
+    if not trace["setpoints"]:
+        return [], [], [], []
+    stamps = np.array([s[0] for s in trace["setpoints"]])
+    q = np.stack([s[1] for s in trace["setpoints"]])
+    breaks = np.flatnonzero(np.diff(stamps) > 3 * period) + 1
+    steps, jerks, gaps = [], [], []
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(stamps)]):
+        t = stamps[a:b]
+        chunks = [c for c in trace["chunks"] if t[0] < c[0] <= t[-1]
+                  and not any(start <= c[0] <= end for start, end in trace.get("pauses", ()))]
+        # the first setpoint from a chunk: the tick after it was accepted, just before it was received here
+        # (boundary_steps looks at that tick and the next)
+        ticks = [int(np.searchsorted(t, received - period)) for received, *_ in chunks]
+        s, j = boundary_steps(q[a:b], ticks, times=t)
+        steps, jerks = steps + s, jerks + j
+        for (_, stamp, step_period, actions), k in zip(chunks, ticks):
+            if k > 0:
+                new = interpolate(stamp + step_period * np.arange(len(actions)), actions, t[k - 1:k])[0]
+                gaps.append(float(np.abs(new - q[a + k - 1]).max()))
+    delays = [received - stamp for received, stamp, *_ in trace["chunks"]]
+    return steps, jerks, gaps, delays
+
+
+def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance, workdir: Path) -> dict:
+    """The same through the ROS graph: sim_arm, policy_node and safety_node as separate processes, the lab
+    ritual before every episode, and each inference made to take at least ``latency`` s."""
+    from .graph_episodes import evaluate
+
+    trace: dict = {}
+    overrides = {"policy_node": {"blend": blend, "rtc_guidance": guidance, "emulated_inference_time": latency}}
+    results = evaluate(checkpoint, task, seeds, seconds, workdir, overrides=overrides, trace=trace)
+    period = 1.0 / node_params(load_config(), "policy_node")["control_rate_hz"]
+    steps, jerks, gaps, delays = graph_splices(trace, period)
+    out = summary(sum(bool(r["success"]) for r in results), len(seeds), steps, jerks, gaps, [], latencies=delays)
+    out.pop("path_length_m_mean")
+    return {**out, "episodes_reported": len(results)}
 
 
 def targets(results: dict, latencies: list[float]) -> dict:
@@ -93,18 +162,30 @@ def main(argv=None) -> None:
     p.add_argument("--cold-start", type=float, default=0.3, help="extra seconds the first inference takes")
     p.add_argument("--rtc-guidance", choices=["identity", "network"], default="identity",
                    help="policy_node's rtc_guidance for the rtc runs")
+    p.add_argument("--graph", action="store_true", help="through the ROS graph instead (one graph per blend and "
+                   "latency, policy_node's emulated_inference_time = the latency; --cold-start does not apply)")
+    p.add_argument("--out", default="out/chunking-graph", help="--graph: where the graph logs go")
     args = p.parse_args(argv)
-    policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device="cpu")
-    sim = ArmSim(image_size=(224, 224))
-    config = load_config()
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     start = time.perf_counter()
-    results = {blend: {str(lat): run_config(policy, sim, seeds, args.task, args.seconds, lat, blend, config,
-                                            args.cold_start, args.rtc_guidance) for lat in args.latencies}
-               for blend in args.blends}
-    sim.close()
-    emit({"bench": "chunking", "checkpoint": args.checkpoint, "task": args.task, "seeds": f"{seeds[0]}..{seeds[-1]}",
-          "cold_start_s": args.cold_start, "rtc_guidance": args.rtc_guidance, "results": results,
+    if args.graph:
+        workdir = Path(args.out)
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = {blend: {str(lat): run_graph_config(args.checkpoint, seeds, args.task, args.seconds, lat, blend,
+                                                      args.rtc_guidance, workdir) for lat in args.latencies}
+                   for blend in args.blends}
+    else:
+        policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device="cpu")
+        sim = ArmSim(image_size=(224, 224))
+        config = load_config()
+        results = {blend: {str(lat): run_config(policy, sim, seeds, args.task, args.seconds, lat, blend, config,
+                                                args.cold_start, args.rtc_guidance) for lat in args.latencies}
+                   for blend in args.blends}
+        sim.close()
+    emit({"bench": "chunking", "through": "ros_graph" if args.graph else "in_process", "checkpoint": args.checkpoint,
+          "task": args.task, "seeds": f"{seeds[0]}..{seeds[-1]}",
+          "cold_start_s": None if args.graph else args.cold_start, "rtc_guidance": args.rtc_guidance,
+          "results": results,
           "targets": targets(results, args.latencies),
           "seconds": round(time.perf_counter() - start, 1)})
 

@@ -57,10 +57,15 @@ def swapped(task: Task) -> Task:
 
 
 def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: float, workdir: Path,
-             swap: bool = False, ritual: bool = True) -> list[dict]:
+             swap: bool = False, ritual: bool = True, overrides: dict[str, dict] | None = None,
+             trace: dict | None = None) -> list[dict]:
     """Every seed's ``~/episode_result`` through the whole graph on ``checkpoint`` (sim task spec
     ``task``). ``swap``: right after each reset another colour is published in the same words, as an
-    operator would (the sim retargets its success check, ``episode_task_success`` keeps the original)."""
+    operator would (the sim retargets its success check, ``episode_task_success`` keeps the original).
+    ``overrides``: parameters on top of the default configuration, per node (``{"policy_node": {"blend":
+    "rtc"}}``). ``trace`` (a dict) receives what policy_node published: ``setpoints`` (stamp, positions)
+    and ``chunks`` (time received, observation stamp, step period, actions), and the ``pauses`` between
+    episodes (start of the e-stop or reset, release; wall clock)."""
     import rclpy
     from std_msgs.msg import Bool, String
     from std_srvs.srv import Trigger
@@ -71,7 +76,10 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
     # ritual: the sim's own first episode (seed - 1) only runs while the graph starts, every evaluated one is
     # reset; plain: the graph's start is the first evaluated episode
     section_params(config, "sim_arm").update(task=task, seed=seeds[0] - (1 if ritual else 0))
-    tag = f"{Path(checkpoint).name}{'-swap' if swap else ''}{'' if ritual else '-plain'}"
+    for section, values in (overrides or {}).items():
+        section_params(config, section).update(values)
+    tag = f"{Path(checkpoint).name}{'-swap' if swap else ''}{'' if ritual else '-plain'}" + "".join(
+        f"-{k}={v}" for values in (overrides or {}).values() for k, v in sorted(values.items()))
     cfg_path = workdir / f"eval-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"eval-{tag}.log"
@@ -84,6 +92,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
         node.create_subscription(String, "/sim_arm/episode_result", lambda m: results.append(json.loads(m.data)),
                                  LATCHED)
         instruct = node.create_publisher(String, "/instruction", LATCHED)
+        if trace is not None:
+            listen_to_policy(node, trace)
         clients = {n: node.create_client(Trigger, f"/{n}") for n in ("safety_node/estop", "safety_node/release",
                                                                      "sim_arm/reset", "policy_node/reset")}
         threading.Thread(target=rclpy.spin, args=(node,), daemon=True).start()
@@ -92,6 +102,7 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
             if not all(c.wait_for_service(timeout_sec=180) for c in clients.values()):
                 raise RuntimeError(f"the graph did not come up; see {log_path}")
             for k, _ in enumerate(seeds):
+                paused = time.time()
                 if ritual:
                     call(clients["safety_node/estop"])
                     time.sleep(0.5)                           # the safety node brakes the arm to a standstill
@@ -108,6 +119,8 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
                         call(clients["policy_node/reset"])    # the policy drops its plan for the last scene
                     if not release(clients["safety_node/release"]):
                         raise RuntimeError(f"the safety node refused every release; see {log_path}")
+                if trace is not None:
+                    trace["pauses"].append((paused, time.time()))
                 success.wait(episode_seconds)
             call(clients["safety_node/estop"])
             call(clients["sim_arm/reset"])                    # ends the last episode: its result
@@ -118,6 +131,28 @@ def evaluate(checkpoint: str, task: str, seeds: list[int], episode_seconds: floa
             node.destroy_node()
             rclpy.try_shutdown()
     return [r for r in results if r["seed"] in seeds]
+
+
+def listen_to_policy(node, trace: dict) -> None:
+    """Record policy_node's setpoints and accepted chunks into ``trace`` (see ``evaluate``)."""
+    import numpy as np
+    from trajectory_msgs.msg import JointTrajectory
+
+    from ..msg import ActionChunk
+    from ..nodes.ros_convert import stamp_to_sec
+
+    trace.update(setpoints=[], chunks=[], pauses=[])
+
+    def on_setpoint(m):
+        trace["setpoints"].append((stamp_to_sec(m.header.stamp), np.array(m.points[0].positions)))
+
+    def on_chunk(m):
+        actions = np.array(m.actions).reshape(m.horizon, m.action_dim)
+        period = m.step_period.sec + m.step_period.nanosec * 1e-9
+        trace["chunks"].append((time.time(), stamp_to_sec(m.header.stamp), period, actions))
+
+    node.create_subscription(JointTrajectory, "/twinbrain/joint_command", on_setpoint, 1000)
+    node.create_subscription(ActionChunk, "/policy_node/chunk", on_chunk, 100)
 
 
 def summarize(results: list[dict], swap: bool = False) -> dict:

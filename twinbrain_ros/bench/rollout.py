@@ -22,6 +22,7 @@ from ..model import TwinBrainPolicy
 from ..nodes.policy_params import runner_from_config
 from ..nodes.safety_params import SafetyConfig
 from ..runtime.chunk_executor import interpolate
+from ..runtime.rtc import DelayEstimator
 from ..sim.arm_sim import ArmSim, ClosestApproach
 from .stats import checkpoint_bench_parser, emit
 
@@ -53,14 +54,16 @@ def rollout(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds:
 
 def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: str, seconds: float,
                        latency: float, config: dict, camera_hz: float = 10.0, overrides: dict | None = None,
-                       cold_start: float = 0.0, trace: dict | None = None) -> dict:
+                       cold_start: float = 0.0, trace: dict | None = None, delay: DelayEstimator | None = None
+                       ) -> dict:
     """policy_node's runner (the same PolicyRunner object, built from the same parameters, ``overrides``
     on top) and safety_node's limiter, in sim time: joint states every control tick, camera frames at
     ``camera_hz``, one inference at a time taking ``latency`` s (the first after activation
     ``cold_start`` s more: model warm-up), fresh noise per chunk, as in the node.
     ``trace`` (a dict) receives the runner's setpoints per tick, the ticks where a new chunk took over,
     the TCP path, the gap between plan and new chunk at each splice and the frozen steps each rtc guide
-    asked for."""
+    asked for. ``delay``: the rtc delay estimate carried over from earlier episodes, as policy_node keeps it
+    from one episode to the next (only an activation restarts it)."""
     shared = node_params(config, "safety_node")
     names, dt = shared["joint_names"], 1.0 / shared["control_rate_hz"]
     cameras = list(policy.config.camera_names)
@@ -69,6 +72,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     sync = runner.sync
     runner.set_instruction(target.instruction, 0.0)
     runner.activate(-dt)
+    if delay is not None:
+        runner.delay = delay
     limiter = SafetyConfig.from_config(config).limiter()
     limiter.reset(sim.joint_positions(), 0.0)
     closest, rng, pending, tick, frame_every = ClosestApproach(sim), np.random.default_rng(seed), None, 0, \
