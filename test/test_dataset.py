@@ -248,3 +248,20 @@ def test_record_sim_widens_the_demonstrations_without_touching_the_actions(tmp_p
     np.testing.assert_allclose(da["action"][-20:], da["action"][-1:].repeat(20, 0), atol=1e-6)   # at rest
     c = LeRobotV3Dataset(tmp_path / "spread")
     assert np.abs(c.episode_data(c.episodes[0])["observation.state"][0][:6] - HOME[:6]).max() > 0.05
+
+
+def test_record_sim_chains_episodes_from_where_the_last_one_ended(tmp_path):
+    """chain 1: every episode after the first starts at the joints the previous one ended at (the frame
+    before the reset), not at home."""
+    from twinbrain_ros.sim.arm_sim import HOME
+
+    result = record(str(tmp_path / "chained"), episodes=3, image_size=(32, 32), task="touch", chain=1.0)
+    assert result["episodes"] == 3 and result["chain"] == 1.0
+    ds = LeRobotV3Dataset(tmp_path / "chained")
+    episodes = [ds.episode_data(e)["observation.state"] for e in ds.episodes]
+    np.testing.assert_allclose(episodes[0][0][:6], HOME[:6], atol=2e-3)
+    if not result["discarded_failed_seeds"]:   # a failed attempt in between would have been the one followed
+        assert result["chained_episodes"] == 2
+        for before, after in zip(episodes, episodes[1:]):
+            assert np.abs(after[0][:6] - HOME[:6]).max() > 0.2
+            np.testing.assert_allclose(after[0][:6], before[-1][:6], atol=0.05)   # the last frame, 0.1 s before the end

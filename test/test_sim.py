@@ -171,6 +171,30 @@ def test_a_start_spread_moves_only_the_arm_and_the_expert_still_solves_it(sim):
     assert expert.duration == pytest.approx(expert.times[-1] + 3.0)
 
 
+def test_an_episode_can_start_where_the_last_one_ended_and_the_expert_solves_it(sim):
+    """``start``: a robot nobody re-homes. The scene is the seed's own, the arm starts at the given joints
+    (the gripper opens), and the expert still solves the task from there."""
+    from twinbrain_ros.sim.arm_sim import HOME
+
+    assert run_episode(sim, 5, "touch")
+    end = sim.joint_positions()
+    assert np.abs(end[:6] - HOME[:6]).max() > 0.2          # touching took the arm well away from home
+    sim.reset(6, "touch")
+    cubes = {c: sim.cube_pos(c) for c in COLOURS}
+    sim.reset(6, "touch", start=end)
+    np.testing.assert_allclose(sim.joint_positions()[:6], end[:6], atol=2e-3)
+    assert abs(sim.joint_positions()[6] - HOME[6]) < 2e-3
+    for c in COLOURS:
+        np.testing.assert_allclose(sim.cube_pos(c), cubes[c], atol=1e-6)
+    expert = ScriptedExpert(sim)
+    t = 0.0
+    while t < expert.duration and not sim.success():
+        sim.set_targets(expert.command(t))
+        sim.step(0.01)
+        t += 0.01
+    assert sim.success()
+
+
 def test_success_detectors_are_false_at_reset(sim):
     for task in all_tasks():
         sim.reset(3, task)

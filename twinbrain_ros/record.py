@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     s.add_argument("--codec", choices=["h264", "av1"], default="h264")
     s.add_argument("--keep-failures", action="store_true")
     s.add_argument("--start-spread", type=float, default=0.0, help="arm starts up to this many rad from home")
+    s.add_argument("--chain", type=float, default=0.0,
+                   help="share of episodes (0..1) that start where the last one ended instead of at home")
     s.add_argument("--hold", type=float, default=0.5, help="seconds recorded at the final pose")
     s.add_argument("--perturb", type=float, default=0.0,
                    help="std (rad) of a wandering offset the arm follows; the action stays the clean target")
@@ -83,7 +85,8 @@ def main(argv=None) -> None:
 
     if args.source == "sim":
         result = record(args.out, args.episodes, args.fps, args.task, args.first_seed, tuple(args.image_size),
-                        not args.keep_failures, args.codec, args.start_spread, args.hold, args.perturb)
+                        not args.keep_failures, args.codec, args.start_spread, args.hold, args.perturb,
+                        args.chain)
     elif args.source == "bag":
         spec = BagSpec(_cameras(args.camera), args.joint_states, args.command, args.out, args.fps,
                        tuple(args.image_size), args.joint_names.split(",") if args.joint_names else None, args.task,

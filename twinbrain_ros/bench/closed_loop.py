@@ -71,6 +71,8 @@ def main(argv=None) -> None:
     # 2/20 from a plain start (this recipe: 16/20 and 1/20), so it is not the default.
     p.add_argument("--start-spread", type=float, default=0.0,
                    help="demonstrations start up to this many rad from home (data/record_sim.py)")
+    p.add_argument("--chain", type=float, default=0.0,
+                   help="share of demonstrations that start where the last one ended (data/record_sim.py)")
     p.add_argument("--hold", type=float, default=0.5, help="seconds each demonstration holds its final pose")
     p.add_argument("--perturb", type=float, default=0.0,
                    help="std (rad) of the DART offset the expert's arm follows while recording")
@@ -96,7 +98,8 @@ def main(argv=None) -> None:
         train_info = json.loads((out / "train" / "train_info.json").read_text())
     else:
         rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224),
-                     start_spread=args.start_spread, hold=args.hold, perturb=args.perturb)
+                     start_spread=args.start_spread, hold=args.hold, perturb=args.perturb,
+                     chain=args.chain)
         untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training

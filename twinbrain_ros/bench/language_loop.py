@@ -86,7 +86,8 @@ def run(args, out: Path, train_for) -> dict:
             rec = {"episodes": recorded, "reused_dataset": True}
         else:
             rec = record(dataset, args.episodes, fps=10, task="mixture", first_seed=0, image_size=(224, 224),
-                         start_spread=args.start_spread, hold=args.hold, perturb=args.perturb)
+                         start_spread=args.start_spread, hold=args.hold, perturb=args.perturb,
+                         chain=args.chain)
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions,
                                                    val_episodes=VAL_EPISODES, probes=language_probes)

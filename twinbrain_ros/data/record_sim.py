@@ -5,8 +5,10 @@ Observation at each frame: both cameras + joint positions; action: the expert's 
 target at that instant (what a teleoperator's leader arm would publish); task: the instruction.
 
 Behaviour cloning fails where the policy's own small errors take it to states no demonstration visited.
-Three knobs widen what the demonstrations cover: ``start_spread`` (the arm starts anywhere within that
-many radians of home), ``hold`` (seconds at the final pose: what to do once the task is done) and
+Four knobs widen what the demonstrations cover: ``start_spread`` (the arm starts anywhere within that
+many radians of home), ``chain`` (the share of episodes that start where the last one ended, the scene
+re-staged around the arm, as when nobody re-homes the robot between tasks), ``hold`` (seconds at the
+final pose: what to do once the task is done) and
 ``perturb`` (DART, Laskey et al. 2017: the arm follows the leader plus a slowly wandering offset of that
 standard deviation while the recorded action stays the clean leader target, so the data shows the way
 back from off the path).
@@ -26,7 +28,7 @@ from .lerobot_writer import LeRobotV3Writer
 
 def record(out: str, episodes: int, fps: int = 10, task: str | None = None, first_seed: int = 0,
            image_size: tuple[int, int] = (96, 96), only_success: bool = True, codec: str = "h264",
-           start_spread: float = 0.0, hold: float = 0.5, perturb: float = 0.0) -> dict:
+           start_spread: float = 0.0, hold: float = 0.5, perturb: float = 0.0, chain: float = 0.0) -> dict:
     sim = ArmSim(image_size=image_size)
     schema = Schema(fps, {cam: image_size for cam in sim.cameras}, ARM_JOINTS, ARM_JOINTS)
     writer = LeRobotV3Writer(out, schema, codec=codec)
@@ -34,8 +36,11 @@ def record(out: str, episodes: int, fps: int = 10, task: str | None = None, firs
     control_dt = 0.01
     kept, failed, seed = 0, [], first_seed
     start = time.perf_counter()
+    end_pose, chained = None, 0
     while kept < episodes:
-        sim.reset(seed, task, start_spread)
+        # chain: this episode starts where the last one ended, as on a robot that is not re-homed
+        follow_on = end_pose is not None and np.random.default_rng([seed, 3]).random() < chain
+        sim.reset(seed, task, start_spread, start=end_pose if follow_on else None)
         expert = ScriptedExpert(sim, hold)
         offset = _Wander(perturb, np.random.default_rng([seed, 2]))
         writer.start_episode(sim.task.instruction)
@@ -46,16 +51,19 @@ def record(out: str, episodes: int, fps: int = 10, task: str | None = None, firs
                 sim.set_targets(expert.command(t) + offset.step(control_dt))
                 sim.step(control_dt)
                 t += control_dt
+        end_pose = sim.joint_positions()
         if sim.success() or not only_success:
             writer.finalize_episode()
             kept += 1
+            chained += follow_on
         else:
             writer.discard_episode()
             failed.append(seed)
         seed += 1
     sim.close()
     return {"dataset": out, "episodes": kept, "total_episodes": writer.num_episodes, "discarded_failed_seeds": failed,
-            "fps": fps, "start_spread": start_spread, "hold": hold, "perturb": perturb,
+            "fps": fps, "start_spread": start_spread, "hold": hold, "perturb": perturb, "chain": chain,
+            "chained_episodes": chained,
             "seconds": round(time.perf_counter() - start, 1)}
 
 

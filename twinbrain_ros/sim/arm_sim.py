@@ -72,19 +72,23 @@ class ArmSim:
         self.reset(seed)
 
     # -- episode ----------------------------------------------------------------------------
-    def reset(self, seed: int, task: str | None = None, start_spread: float = 0.0) -> Task:
+    def reset(self, seed: int, task: str | None = None, start_spread: float = 0.0,
+              start: np.ndarray | None = None) -> Task:
         """New episode: arm at home, the three cubes at random non-overlapping poses on the table, the task
         drawn for ``task`` (a spec of sim/tasks.py; None: the mixture) from the same seed.
         ``start_spread`` > 0: the arm joints start up to that many radians from home (uniform, its own
         random stream, so a seed's scene is the same with or without it) - demonstrations from many
-        starts teach a policy to work from wherever the robot happens to be."""
+        starts teach a policy to work from wherever the robot happens to be. ``start``: the arm joints
+        start there instead of home (e.g. where the last episode ended: a robot nobody re-homes; the
+        spread then applies around it); the gripper still opens."""
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
         self.task = draw(task or "mixture", rng)
-        start = HOME.copy()
+        start = HOME.copy() if start is None else np.concatenate(
+            [np.clip(np.asarray(start, float)[:6], self.lower[:6], self.upper[:6]), HOME[6:]])
         if start_spread > 0:
             offset = np.random.default_rng([seed, 1]).uniform(-start_spread, start_spread, 6)
-            start[:6] = np.clip(HOME[:6] + offset, self.lower[:6], self.upper[:6])
+            start[:6] = np.clip(start[:6] + offset, self.lower[:6], self.upper[:6])
         self.data.qpos[self.qpos_idx] = start
         self.data.qpos[self.mirror_qpos] = start[6]   # else the constraint drags both fingers shut while settling
         self.data.ctrl[:] = start
