@@ -5,7 +5,7 @@ checkpoint holding the frozen steps of a new chunk on the executing plan."""
 import numpy as np
 import pytest
 
-from twinbrain_ros.bench.chunking import boundary_steps, graph_splices
+from twinbrain_ros.bench.chunking import boundary_steps, graph_splices, run_config
 from twinbrain_ros.graph import load_config, node_params
 from twinbrain_ros.nodes.policy_params import runner_from_config
 from twinbrain_ros.runtime.rtc import DelayEstimator, RtcGuide, guide_from_plan, soft_mask
@@ -171,3 +171,20 @@ def test_graph_splices_from_published_setpoints_and_chunks():
     assert steps == pytest.approx([50.0, 50.0])   # 0.5 rad in one tick
     assert gaps == pytest.approx([0.5, 0.5])
     assert delays == pytest.approx([0.099, 0.102, 0.05, 0.099, 0.102, 0.05])
+
+
+def test_chunking_bench_runs_the_node_runner_in_process_with_one_delay_estimate():
+    """One short rtc episode per seed through rollout_like_graph, as `twinbrain-bench chunking` runs it: the
+    figures come back, and the guides froze steps (the delay estimate carried from the first episode on)."""
+    from twinbrain_ros.demo import SHIPPED_CHECKPOINT
+    from twinbrain_ros.model import TwinBrainPolicy
+    from twinbrain_ros.sim.arm_sim import ArmSim
+
+    policy = TwinBrainPolicy.from_checkpoint(SHIPPED_CHECKPOINT, device="cpu")
+    sim = ArmSim()
+    try:
+        result = run_config(policy, sim, [10000, 10001], "touch", 1.5, 0.3, "rtc", load_config(), 0.3, "identity")
+    finally:
+        sim.close()
+    assert result["chunks"] > 0 and result["frozen_steps_mean"] >= 1
+    assert 0 <= result["success_rate"] <= 1 and result["boundary_velocity_step_max"] >= 0

@@ -30,6 +30,8 @@ import numpy as np
 
 from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
+from ..nodes.params import resolve
+from ..nodes.policy_params import PARAMS as POLICY_PARAMS
 from ..runtime.chunk_executor import BLEND_POLICIES, interpolate
 from ..runtime.rtc import DelayEstimator
 from ..sim.arm_sim import ArmSim
@@ -79,7 +81,8 @@ def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_s
     dt = 1.0 / node_params(config, "safety_node")["control_rate_hz"]
     successes, steps, jerks, gaps, paths, frozen = 0, [], [], [], [], []
     # as in policy_node: one warm-up per start, and the delay estimate carried from episode to episode
-    delay = DelayEstimator(node_params(config, "policy_node")["rtc_initial_delay"])
+    policy_params = resolve(POLICY_PARAMS, node_params(config, "policy_node"), "policy_node")
+    delay = DelayEstimator(policy_params["rtc_initial_delay"])
     for k, seed in enumerate(seeds):
         trace: dict = {}
         result = rollout_like_graph(policy, sim, seed, task, seconds, latency, config,

@@ -91,7 +91,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
             before = runner.executor.setpoint(t)
             if runner.accept(pending[0], pending[1], pending[2] - pending[0].started, t) is not None:
                 log["boundaries"].append(len(log["setpoints"]))
-                if before is not None:   # how far the new chunk is from the plan it takes over from, at t
+                # how far the new chunk is from the plan it takes over from, at t
+                if before is not None and trace is not None:
                     job, chunk = pending[0], pending[1]
                     new = interpolate(job.stamp + runner.step_period * np.arange(len(chunk)), chunk, np.array([t]))[0]
                     log["splice_gaps"].append(float(np.abs(new - before).max()))
@@ -110,7 +111,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
             log["setpoints"].append(setpoint)
             sim.set_targets(limiter.limit(names, setpoint, t).positions)
         sim.step(dt)
-        log["tcp"].append(sim.tcp_pos())
+        if trace is not None:
+            log["tcp"].append(sim.tcp_pos())
         tick += 1
         if _done(closest):
             return _result(closest, True)
