@@ -19,9 +19,23 @@ def test_interpolates_on_the_chunk_time_axis_and_holds_at_the_end():
 
 def test_steps_in_the_past_are_dropped():
     ex = ChunkExecutor(1, DT, blend="replace")
+    ex.add_chunk(np.zeros((20, 1)), obs_stamp=9.9, now=9.95)                        # executing
     dropped = ex.add_chunk(np.arange(10.0)[:, None], obs_stamp=10.0, now=10.25)   # inference took 250 ms
     assert dropped == 3
     assert ex.setpoint(10.25)[0] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("blend", ["replace", "crossfade", "rtc"])
+def test_a_chunk_with_nothing_executing_starts_from_its_first_action(blend):
+    """The arm held still while the model ran, so a late first chunk is not started part-way through."""
+    ex = ChunkExecutor(1, DT, blend=blend)
+    dropped = ex.add_chunk(np.arange(10.0)[:, None], obs_stamp=10.0, now=10.45)     # a cold start
+    assert dropped == 0
+    assert ex.setpoint(10.45)[0] == pytest.approx(0.0)
+    assert ex.setpoint(10.50)[0] == pytest.approx(0.5)
+    ex.reset()
+    ex.add_chunk(np.arange(10.0)[:, None], obs_stamp=11.0, now=11.2)                # after a reset too
+    assert ex.setpoint(11.2)[0] == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("blend", ["crossfade", "average", "rtc"])

@@ -2,7 +2,11 @@
 
 Time axis: action k of a chunk computed from an observation stamped ``t_obs`` is the setpoint for
 ``t_obs + k * step_period``. Inference takes tens of ms while the arm keeps moving, so when a chunk
-arrives its steps already in the past are dropped and it is blended into what is being executed:
+arrives its steps already in the past are dropped and it is blended into what is being executed.
+A chunk that arrives with nothing executing (the first after a start, a reset or a hold) starts
+from its first action instead: the arm has held still at the observed state meanwhile, so none of it
+has happened yet. Dropping its "past" steps started the plan ahead of the arm, which then chased it,
+and with delta actions the next observations planned from an arm lagging its own plan.
 
   * ``replace``   — switch to the new chunk at once (a jump is possible; the safety node rate-limits).
   * ``crossfade`` — weight on the new chunk ramps 0 → 1 over ``blend_steps`` steps: no jump.
@@ -75,9 +79,10 @@ class ChunkExecutor:
         if self.chunk_stamp is not None and obs_stamp <= self.chunk_stamp:
             raise ValueError(f"chunk from stamp {obs_stamp:.3f} is not newer than the executing one "
                              f"({self.chunk_stamp:.3f})")
-        times = obs_stamp + self.step_period * np.arange(actions.shape[0])
+        start = obs_stamp if self._times is not None else max(obs_stamp, now)   # idle arm: from action 0
+        times = start + self.step_period * np.arange(actions.shape[0])
         future = times > now
-        dropped = int((~future).sum())
+        dropped = int((times < now).sum())
         # Keep the step just before `now` (if any) so interpolation at `now` stays exact.
         keep = np.maximum(np.argmax(future) - 1, 0) if future.any() else actions.shape[0] - 1
         new_t, new_v = times[keep:], actions[keep:]
