@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .bench.graph_episodes import call
 from .cli import running_graph
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sim_touch"
@@ -89,13 +90,8 @@ class GraphRecorder:
         faults = self.diagnostics.get("twinbrain: safety", {}).get("faults", "")
         if not faults or time.monotonic() < self._next_release or not self._release.service_is_ready():
             return []
-        from std_srvs.srv import Trigger
         self._next_release = time.monotonic() + 1.0
-        future = self._release.call_async(Trigger.Request())
-        end = time.monotonic() + 2.0
-        while not future.done() and time.monotonic() < end:
-            time.sleep(0.02)
-        if future.done() and future.result().success:
+        if call(self._release, timeout=2.0):
             print(f"released a fault the safety node latched while the graph started ({faults}), "
                   "as an operator would", flush=True)
             return [faults]

@@ -139,7 +139,7 @@ def listen_to_policy(node, trace: dict) -> None:
     from trajectory_msgs.msg import JointTrajectory
 
     from ..msg import ActionChunk
-    from ..nodes.ros_convert import stamp_to_sec
+    from ..nodes.ros_convert import action_chunk_array, duration_to_sec, stamp_to_sec
 
     trace.update(setpoints=[], chunks=[], pauses=[])
 
@@ -147,9 +147,8 @@ def listen_to_policy(node, trace: dict) -> None:
         trace["setpoints"].append((stamp_to_sec(m.header.stamp), np.array(m.points[0].positions)))
 
     def on_chunk(m):
-        actions = np.array(m.actions).reshape(m.horizon, m.action_dim)
-        period = m.step_period.sec + m.step_period.nanosec * 1e-9
-        trace["chunks"].append((time.time(), stamp_to_sec(m.header.stamp), period, actions))
+        trace["chunks"].append((time.time(), stamp_to_sec(m.header.stamp), duration_to_sec(m.step_period),
+                                action_chunk_array(m)))
 
     node.create_subscription(JointTrajectory, "/twinbrain/joint_command", on_setpoint, 1000)
     node.create_subscription(ActionChunk, "/policy_node/chunk", on_chunk, 100)
