@@ -49,7 +49,10 @@ class SafetyLimiter:
         ``resume_tolerance``: a release whose rest measurement is this close to the held output (every
         joint) resumes from the held output instead of restarting from the measurement — the arm is where
         the controller holds it, up to feedback noise and a sample taken a tick before the stop; re-seeding
-        from that sample would step the setpoint back and then accelerate, over the limit."""
+        from that sample would step the setpoint back and then accelerate, over the limit. The same holds
+        for an arm standing anywhere between the held output and the end of the stopping horizon sent
+        just before the hold began: a controller whose next messages came late follows that horizon and
+        stops up to one period of motion beyond the hold, until the late messages bring it back."""
         if period <= 0:
             raise ValueError("control period must be > 0")
         self.space = s = limits if isinstance(limits, JointSpace) else JointSpace(limits, position_margin,
@@ -68,6 +71,8 @@ class SafetyLimiter:
         self.target_velocity: np.ndarray | None = None
         self.last_valid_time: float | None = None
         self.watchdog_active = False
+        # where the stopping horizon sent by the last output before the current hold ends (None: moving)
+        self._pre_hold_stop: np.ndarray | None = None
         self._outputs: deque[tuple[float, np.ndarray]] = deque(maxlen=max(2, round(1.0 / period)))   # 1 s
 
     # -- state ----------------------------------------------------------------------------------
@@ -91,6 +96,7 @@ class SafetyLimiter:
         self.a = np.zeros_like(self.q)
         self.last_valid_time = now
         self.target = None
+        self._pre_hold_stop = None
         self._outputs.clear()
         self._outputs.append((now, self.q.copy()))
 
@@ -157,9 +163,12 @@ class SafetyLimiter:
         return True, f"released ({', '.join(cleared)}); motion resumes with the next command"
 
     def _holds_at(self, measured) -> bool:
-        """The (clamped) measurement is within ``resume_tolerance`` of the held output on every joint."""
+        """The (clamped) measurement is within ``resume_tolerance`` of where the controller may hold the arm
+        on every joint: the held output, or on the way to the end of the last pre-hold stopping horizon."""
         measured = np.clip(np.asarray(measured, np.float64), self.lower, self.upper)
-        return bool(np.all(np.abs(measured - self.q) <= self.resume_tolerance))
+        stop = self.q if self._pre_hold_stop is None else self._pre_hold_stop
+        low, high = np.minimum(self.q, stop), np.maximum(self.q, stop)
+        return bool(np.all((measured >= low - self.resume_tolerance) & (measured <= high + self.resume_tolerance)))
 
     def order(self, names, values) -> np.ndarray:
         """Values in configured order; rejects unknown, missing, duplicate names and NaN/inf."""
@@ -243,13 +252,14 @@ class SafetyLimiter:
         return result
 
     def _step(self, now: float) -> LimitResult:
-        if self.holding:
-            return self.hold()
-        if self.target is None or now - self.last_valid_time > self.timeout:
-            if self.target is not None and not self.watchdog_active:
+        if self.holding or self.target is None or now - self.last_valid_time > self.timeout:
+            if not self.holding and self.target is not None and not self.watchdog_active:
                 self.counters["watchdog"] += 1
                 self.watchdog_active = True
+            if self._pre_hold_stop is None:   # the state before this tick is the last output sent moving
+                self._pre_hold_stop = self.stopping_horizon()[0][-1]
             return self.hold()
+        self._pre_hold_stop = None
         moving = now - self.last_valid_time <= 0.5 * self.period   # a stale target is a standing one
         result = self._step_towards(self.target, self.target_velocity if moving else None)
         acted = [kind for kind, flags in result.acted.items() if flags.any()]
