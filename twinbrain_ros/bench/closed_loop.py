@@ -30,21 +30,22 @@ from .stats import emit
 
 
 def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, image_size: int,
-              lr_right: float, delta: bool, val_episodes: int = 5, probes=None) -> tuple[str, str, dict]:
+              lr_right: float, delta: bool, val_episodes: int = 5, probes=None,
+              tokenizer: str = "byte") -> tuple[str, str, dict]:
     """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget, or
     (``minutes`` None) exactly ``steps_cap`` steps. ``probes(trainer)``: named sample sets whose loss is
     logged with the validation loss and reported at the end."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
                       image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
                       noise_draws=4, val_episodes=val_episodes, time_budget_s=(minutes or 0) * 60,
-                      delta_actions=delta)
+                      delta_actions=delta, tiny_tokenizer=tokenizer)
     trainer = Trainer(cfg)
     if probes is not None:
         trainer.probes = probes(trainer)
     untrained = str(trainer.save(out / "untrained"))
     result = trainer.run()
     info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
-            "delta_actions": delta,
+            "delta_actions": delta, "tokenizer": tokenizer,
             "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss(),
             **{name: trainer.evaluation_loss(samples) for name, samples in trainer.probes.items()}}
     (out / "train_info.json").write_text(json.dumps(info))
@@ -65,6 +66,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
     p.add_argument("--image-size", type=int, default=64,
                    help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
+    p.add_argument("--tokenizer", default="byte", choices=("byte", "word"),
+                   help="the tiny base's tokenizer: byte, or word (each prompt word one token, as Qwen's BPE)")
     p.add_argument("--delta-actions", action=argparse.BooleanOptionalAction, default=True,
                    help="arm joints relative to the observed state, gripper absolute (openpi's delta actions)")
     # The shipped checkpoint's recipe. 0.3 / 3.0 / 0.02 was measured on 2026-12-02: 15/20 with the ritual,
@@ -101,7 +104,8 @@ def main(argv=None) -> None:
                      start_spread=args.start_spread, hold=args.hold, perturb=args.perturb,
                      chain=args.chain)
         untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
-                                                   args.image_size, args.lr_right, args.delta_actions)
+                                                   args.image_size, args.lr_right, args.delta_actions,
+                                                   tokenizer=args.tokenizer)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)

@@ -90,7 +90,8 @@ def run(args, out: Path, train_for) -> dict:
                          chain=args.chain)
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions,
-                                                   val_episodes=VAL_EPISODES, probes=language_probes)
+                                                   val_episodes=VAL_EPISODES, probes=language_probes,
+                                                   tokenizer=args.tokenizer)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))               # never seen in training
     logs = out / "eval"
     logs.mkdir(exist_ok=True)

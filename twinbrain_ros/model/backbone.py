@@ -86,7 +86,8 @@ PROMPT_WORDS = (
     "system user assistant You are a helpful robot brain that can understand images and texts. "
     "Instruction: Robot: 6-DoF arm with parallel gripper. State: Predict the next action. "
     "pick up the red cube push the blue cube to the left touch the green cube lift it high put place move "
-    "open close grasp on in of from right top side table slowly quickly yellow block bowl drawer"
+    "open close grasp on in of from right top side table slowly quickly yellow block bowl drawer "
+    "tap put your fingers lift grab and slide shove"
 )
 
 
@@ -190,12 +191,17 @@ def build_base(kind: str, config=None, seed: int = 0, tokenizer=None, real_image
 
 
 TINY_PREFIX = "tiny:"
+# byte: every character one token. word: the prompts' words one token each (as with Qwen's real BPE), so
+# a colour is one token the tiny brains can bind to the image, not 3-5 bytes they must first assemble.
+TINY_TOKENIZERS = {"byte": build_tiny_tokenizer, "word": build_word_tokenizer}
 
 
-def tiny_base_spec(kind: str = "qwen3_vl", seed: int = 0) -> str:
-    """The ``base_model_path`` of the tiny random base built in code from ``seed`` (``tiny:qwen3_vl:0``):
-    a checkpoint trained on it names no file, so it loads on any machine."""
-    return f"{TINY_PREFIX}{kind}:{seed}"
+def tiny_base_spec(kind: str = "qwen3_vl", seed: int = 0, tokenizer: str = "byte") -> str:
+    """The ``base_model_path`` of the tiny random base built in code from ``seed`` (``tiny:qwen3_vl:0``,
+    ``tiny:qwen3_vl:0:word``): a checkpoint trained on it names no file, so it loads on any machine."""
+    if tokenizer not in TINY_TOKENIZERS:
+        raise ValueError(f"tiny tokenizer {tokenizer!r}: choose one of {sorted(TINY_TOKENIZERS)}")
+    return f"{TINY_PREFIX}{kind}:{seed}" + (f":{tokenizer}" if tokenizer != "byte" else "")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -215,9 +221,11 @@ def _build_tiny_from_spec(spec: str) -> BaseVLM:
         kind, seed = parts[0], int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
         kind = ""
-    if kind not in BACKBONES or len(parts) > 2:
-        raise ValueError(f"base VLM {spec!r}: expected tiny:<{'|'.join(BACKBONES)}>[:<seed>]")
-    base = build_base(kind, seed=seed)
+    tokenizer = parts[2] if len(parts) > 2 else "byte"
+    if kind not in BACKBONES or len(parts) > 3 or tokenizer not in TINY_TOKENIZERS:
+        raise ValueError(f"base VLM {spec!r}: expected tiny:<{'|'.join(BACKBONES)}>[:<seed>"
+                         f"[:<{'|'.join(TINY_TOKENIZERS)}>]]")
+    base = build_base(kind, seed=seed, tokenizer=TINY_TOKENIZERS[tokenizer]())
     base.path = spec
     return base
 
