@@ -23,6 +23,24 @@ def test_the_tiny_base_rebuilds_bit_for_bit_from_its_seed():
     assert load_base(tiny_base_spec("qwen3_vl", 1)).sha256 != config["base_weights_sha256"]   # the seed matters
 
 
+def test_the_word_tokenizer_base_is_its_own_spec_and_a_colour_is_one_token():
+    """``tiny:<kind>:<seed>:word``: the same architecture with each prompt word one token. The weights'
+    hash cannot see a vocabulary that maps the same number of tokens differently, so the vocabulary is
+    pinned here: a change to PROMPT_WORDS or to the tokenizers library fails this test, not a robot."""
+    import hashlib
+
+    spec = tiny_base_spec("qwen3_vl", 0, tokenizer="word")
+    base = load_base(spec)
+    assert spec == "tiny:qwen3_vl:0:word" and base.path == spec
+    assert base.sha256 != load_base(tiny_base_spec("qwen3_vl", 0)).sha256   # another embedding table
+    for text in ("touch the red cube", "put your fingers on the green cube", "shove the blue cube left"):
+        assert len(base.tokenizer.tokenize(text)) == len(text.split())   # no word split into pieces
+    vocab = json.dumps(base.tokenizer.get_vocab(), sort_keys=True).encode()
+    assert hashlib.sha256(vocab).hexdigest() == "9b6db821c2abcc1bdb41dd5a5a5f534b4609eff5e995184bccd5804a854185a3"
+    with pytest.raises(ValueError, match="expected tiny:"):
+        load_base("tiny:qwen3_vl:0:bpe")
+
+
 def test_the_shipped_checkpoint_acts_on_a_sim_observation():
     policy = TwinBrainPolicy.from_checkpoint(SHIPPED_CHECKPOINT, device="cpu")
     sim = ArmSim()
