@@ -37,6 +37,18 @@ def test_blocked_arm_holds_instead_of_pushing_back_and_forth():
     assert 0.0 < result["output_past_obstacle_rad"] <= 0.5 + 0.25, result
 
 
+def test_a_stall_before_the_first_command_starts_over_instead_of_latching():
+    """Two fresh clones failed test_sim_graph's first test this way: the sim's joint states paused 0.25 s
+    while the policy loaded its model, the node latched joint_state_stall, and nobody released it. Before
+    any command nothing moves: the node waits for the arm at rest again, as at start-up. After a command
+    a stall still latches (test_feedback_faults_hold_without_a_jump)."""
+    result = bench.SCENARIOS["startup_stall"]()
+    assert result["waited_for_rest"] and result["started_again"], result
+    assert not result["faults"] and result["counters"]["start_over"] == 1, result
+    assert result["counters"]["joint_state_stall"] == 1, result
+    assert result["violations"] == NO_VIOLATIONS and result["outputs"] > 50, result
+
+
 def test_release_while_moving_is_a_counted_noop():
     result = bench.SCENARIOS["release_while_moving"]()
     assert result["violations"] == NO_VIOLATIONS, result

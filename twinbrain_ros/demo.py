@@ -11,8 +11,7 @@ provenance.json ``demo_instruction``), else the one the sim draws from ``sim_arm
                     latency overlaid
   joints.png        commanded (safety output) vs. measured joint positions
   latency_hist.png  inference latency histogram (observation stamp -> chunk published)
-  summary.json      camera / joint / command rates, inference p50/p99, safety interventions, success,
-                    and any fault latched while the graph started that the demo released, as an operator would
+  summary.json      camera / joint / command rates, inference p50/p99, safety interventions, success
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .bench.graph_episodes import call
 from .cli import running_graph
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sim_touch"
@@ -44,7 +42,6 @@ class GraphRecorder:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Bool, String
-        from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
 
         from .msg import ActionChunk
@@ -68,8 +65,6 @@ class GraphRecorder:
         n.create_subscription(String, "/instruction", lambda m: setattr(self, "instruction", m.data), LATCHED)
         n.create_subscription(Bool, "/sim_arm/success", self._on_success, LATCHED)
         self._instruction_pub = n.create_publisher(String, "/instruction", LATCHED)
-        self._release = n.create_client(Trigger, "/safety_node/release")
-        self._next_release = 0.0
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -81,21 +76,6 @@ class GraphRecorder:
         """Publish the task's words (latched), as `twinbrain-ros instruct` does."""
         from std_msgs.msg import String  # rclpy stays out of module import time, as in __init__
         self._instruction_pub.publish(String(data=text))
-
-    def release_startup_fault(self) -> list[str]:
-        """While the graph starts, model loading can starve the sim on a 2-core laptop for a quarter of a
-        second; the safety node then latches joint_state_stall and holds, as it must. Once the fault has
-        cleared, release it as an operator would (one try a second) and say so. Returns the faults
-        released."""
-        faults = self.diagnostics.get("twinbrain: safety", {}).get("faults", "")
-        if not faults or time.monotonic() < self._next_release or not self._release.service_is_ready():
-            return []
-        self._next_release = time.monotonic() + 1.0
-        if call(self._release, timeout=2.0):
-            print(f"released a fault the safety node latched while the graph started ({faults}), "
-                  "as an operator would", flush=True)
-            return [faults]
-        return []
 
     def _on_success(self, m):
         if self.recording and m.data and self.succeeded_at is None:
@@ -244,7 +224,6 @@ def main(argv=None) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))   # never mix with another graph
 
-    released: list[str] = []
     with running_graph(out / "graph.log", use_sim=True, checkpoint=checkpoint, config=config) as graph:
         rec = GraphRecorder()
         if instruction:
@@ -254,7 +233,6 @@ def main(argv=None) -> None:
             deadline = time.monotonic() + args.startup_timeout
             while not rec.commands and time.monotonic() < deadline and graph.poll() is None:
                 time.sleep(0.2)
-                released += rec.release_startup_fault()
             if not rec.commands:
                 raise SystemExit(f"the graph produced no command within {args.startup_timeout:.0f} s; "
                                  f"see {out / 'graph.log'}")
@@ -284,7 +262,6 @@ def main(argv=None) -> None:
         "safety_interventions": {k.split(".", 1)[1]: int(v) for k,
                                  v in safety.items() if k.startswith("interventions.")},
         "policy_rejected_chunks": diagnostics.get("twinbrain: policy", {}).get("rejected_chunks"),
-        "released_at_startup": released,
         "task_success": rec.succeeded_at is not None,
         "task_success_after_s": None if rec.succeeded_at is None else round(rec.succeeded_at - rec.started_at, 1),
         "model": checkpoint or "tiny random weights (untrained: expect aimless, safe motion)",

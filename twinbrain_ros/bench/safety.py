@@ -270,6 +270,27 @@ def flood(seconds: float = 3.0) -> dict:
         rig.close()
 
 
+def startup_stall() -> dict:
+    """The joint states stall for 0.6 s after the start, before any command (a driver or a host starved
+    while the policy loads its model): the node goes back to waiting for the arm at rest, starts again
+    once they flow, and the commands then move the arm, with no release needed."""
+    rig = Rig()
+    try:
+        rig.graph.feed.frozen_joints.set()
+        waited = rig.graph.wait_for(lambda: not rig.node.limiter.initialized, 5.0)
+        time.sleep(0.6)
+        rig.graph.feed.frozen_joints.clear()
+        restarted = rig.graph.wait_for(lambda: rig.node.limiter.initialized, 10.0)
+        stream = CommandStream(rig.graph).start()
+        time.sleep(1.0)
+        stream.stop()
+        rig.graph.wait_for(lambda: rig.node.limiter.output_at_rest, 2.0)
+        time.sleep(0.1)
+        return rig.result(stream, waited_for_rest=waited, started_again=restarted)
+    finally:
+        rig.close()
+
+
 def sigkill() -> dict:
     """The safety node (a subprocess) is killed while the arm moves at speed: the follower executes the
     last message alone. Checks the follower's own trajectory knots: within limits, ending at rest."""
@@ -361,6 +382,7 @@ SCENARIOS = {
     "blocked_arm": lambda: _run(fault=blocked, seconds=0.5, after=2.0, command=reach, report=blocked_result),
     "release_while_moving": lambda: _run(fault=release_while_moving),
     "trip_release_race": lambda: _run(fault=trip_release_race, after=0.5),
+    "startup_stall": startup_stall,
     "fresh_publisher_trip": fresh_publisher_trips,
     "command_flood": flood,
     "sigkill": sigkill,

@@ -87,6 +87,7 @@ class SafetyNode(LifecycleNode):
         self.started_at = self.now()
         self.ee_measured: tuple[np.ndarray, np.ndarray] | None = None
         self._rest_sent = self._pose_rest_sent = True
+        self._commanded = False   # no command accepted since the start: see _fault
         self._limit_flags = np.zeros(len(self.limiter.names), np.uint8)   # LIMIT_* bits of the last output
         self._status_key, self._status_sent = None, 0.0   # what SafetyStatus last said, when
 
@@ -175,8 +176,16 @@ class SafetyNode(LifecycleNode):
                 self.get_logger().info(f"process_niceness {niceness} not permitted ({exc}); running at the default")
 
     def _fault(self, kind: str, reason: str) -> None:
-        """A feedback fault (call under the lock): latched once the limiter runs; before that only counted
-        and reported — nothing moves yet, and the start itself needs clean feedback at rest."""
+        """A feedback fault (call under the lock): latched once the limiter runs and a command was accepted;
+        before that only counted and reported — nothing moves yet, and the start itself needs clean feedback
+        at rest. So a fault between the start and the first command (a driver or host that stalls while the
+        policy loads its model) sends the limiter back to waiting for the arm at rest, as at start-up,
+        instead of latching a fault only an operator could clear."""
+        if self.limiter.initialized and not self._commanded and self.p["output_mode"] == "joint":
+            self.limiter.await_rest()
+            self.limiter.counters["start_over"] += 1
+            self.get_logger().warn(f"{kind} before the first command: {reason}; nothing was commanded yet, so "
+                                   "the limiter waits for the arm at rest again, as at start-up")
         if self.limiter.initialized:
             if self.limiter.latch_fault(kind, reason):
                 self.get_logger().error(f"FAULT {kind}: {reason}; holding until it clears and ~/release is called")
@@ -216,6 +225,7 @@ class SafetyNode(LifecycleNode):
                     raise self._counted(CommandRejected("empty", "command has no points"))
                 # streamed setpoints: the first point is the target
                 self.limiter.set_target(msg.joint_names, msg.points[0].positions, self.now())
+                self._commanded = True
             except CommandRejected as exc:
                 self.last_reject = f"{exc.kind}: {exc}"
                 self.log("warn", "command_rejected", f"command rejected: {self.last_reject}")
@@ -297,7 +307,7 @@ class SafetyNode(LifecycleNode):
         with self.lock:
             now = self.now()
             reason = self.monitor.stalled(now)
-            if reason:
+            if reason and self.limiter.initialized:   # before the start, fresh feedback is awaited anyway
                 self._fault("joint_state_stall", reason)
             if self.heartbeat is not None and not self.limiter.estopped:
                 trip = self.heartbeat.fault(now, self.started_at)

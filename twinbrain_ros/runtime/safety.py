@@ -100,6 +100,13 @@ class SafetyLimiter:
         self._outputs.clear()
         self._outputs.append((now, self.q.copy()))
 
+    def await_rest(self) -> None:
+        """Back to before the start (only while nothing was ever commanded: the output is the start's hold,
+        at rest): no output until ``reset`` from a new measurement of the arm at rest."""
+        self.q = self.v = self.a = None
+        self.target = self._pre_hold_stop = None
+        self._outputs.clear()
+
     def commanded_at(self, stamp: float) -> np.ndarray:
         """The output that was in force at ``stamp`` (the latest one sent at or before it; the oldest kept
         if it is older than the last second, the current one if newer)."""
