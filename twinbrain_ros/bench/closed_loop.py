@@ -56,7 +56,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="twinbrain-bench closed-loop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="touch",
-                   help="a task spec (touch, touch:red, ...); mixture: language following (language_loop.py)")
+                   help="a task spec (touch, touch:red, ...); mixture or verb:any: language following "
+                        "(language_loop.py)")
     p.add_argument("--episodes", type=int, default=200, help="scripted demonstrations to record (~0.7 s each)")
     p.add_argument("--train-minutes", type=float, default=30.0,
                    help="CPU training budget (measured on 2 cores: 30 min = 18,900-19,400 steps at 64²)")
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    if args.task == "mixture":
+    if args.task == "mixture" or args.task.endswith(":any"):   # the colour is the instruction's to say
         from .language_loop import run
         emit(run(args, out, train_for))
         return

@@ -1,4 +1,5 @@
-"""`twinbrain-bench closed-loop --task mixture`: does the policy do what it is told?
+"""`twinbrain-bench closed-loop --task mixture` (or ``touch:any``, one verb with the colour left to the
+words): does the policy do what it is told?
 
 1. records scripted demonstrations of the task mixture (touch / pick / push x red / green / blue, push
    left or right, several phrasings; sim/tasks.py), all three cubes on the table in every scene;
@@ -63,11 +64,11 @@ def language_probes(trainer) -> dict:
             "val_loss_swapped": InstructionProbe(trainer.val_set, swap)}
 
 
-def expert_on(seeds: list[int]) -> dict:
+def expert_on(seeds: list[int], task: str = "mixture") -> dict:
     sim = ArmSim()
     results = []
     for seed in seeds:
-        ok = run_episode(sim, seed, "mixture")
+        ok = run_episode(sim, seed, task)
         results.append({"seed": seed, "success": ok, "task": vars(sim.task), "wrong_objects": sim.wrong_objects()})
     sim.close()
     return summarize(results)
@@ -85,7 +86,7 @@ def run(args, out: Path, train_for) -> dict:
         if recorded == args.episodes:   # the same demonstrations (seeds 0.. in order): train on them again
             rec = {"episodes": recorded, "reused_dataset": True}
         else:
-            rec = record(dataset, args.episodes, fps=10, task="mixture", first_seed=0, image_size=(224, 224),
+            rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224),
                          start_spread=args.start_spread, hold=args.hold, perturb=args.perturb,
                          chain=args.chain)
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
@@ -97,13 +98,13 @@ def run(args, out: Path, train_for) -> dict:
     logs.mkdir(exist_ok=True)
     runs = {"fine_tuned": dict(checkpoint=trained), "swap_control": dict(checkpoint=trained, swap=True),
             "plain_start": dict(checkpoint=trained, ritual=False), "untrained": dict(checkpoint=untrained)}
-    episodes = run_passes(runs, args.eval_passes, "mixture", seeds, args.episode_seconds, logs)
-    return {"bench": "closed-loop", "task": "mixture", "demonstrations": rec.get("episodes"),
+    episodes = run_passes(runs, args.eval_passes, args.task, seeds, args.episode_seconds, logs)
+    return {"bench": "closed-loop", "task": args.task, "demonstrations": rec.get("episodes"),
             "reused_dataset": rec.get("reused_dataset", False),
             "image_size": args.image_size, **train_info, "eval_seeds": f"{seeds[0]}..{seeds[-1]}",
             **{name: summarize(rows, swap=name == "swap_control") for name, rows in episodes.items()},
             # the plain run's first episode began at the graph's start
             "graph_start_success": next((bool(r["success"]) for r in episodes.get("plain_start", [])
                                          if r["seed"] == seeds[0]), None),
-            "scripted_expert": expert_on(seeds),
+            "scripted_expert": expert_on(seeds, args.task),
             "seconds": round(time.monotonic() - t0, 1)}
