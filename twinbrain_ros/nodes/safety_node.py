@@ -176,23 +176,22 @@ class SafetyNode(LifecycleNode):
                 self.get_logger().info(f"process_niceness {niceness} not permitted ({exc}); running at the default")
 
     def _fault(self, kind: str, reason: str) -> None:
-        """A feedback fault (call under the lock): latched once the limiter runs and a command was accepted;
-        before that only counted and reported — nothing moves yet, and the start itself needs clean feedback
-        at rest. So a fault between the start and the first command (a driver or host that stalls while the
-        policy loads its model) sends the limiter back to waiting for the arm at rest, as at start-up,
-        instead of latching a fault only an operator could clear."""
-        if self.limiter.initialized and not self._commanded and self.p["output_mode"] == "joint":
-            self.limiter.await_rest()
-            self.limiter.counters["start_over"] += 1
-            self.get_logger().warn(f"{kind} before the first command: {reason}; nothing was commanded yet, so "
-                                   "the limiter waits for the arm at rest again, as at start-up")
-        if self.limiter.initialized:
-            if self.limiter.latch_fault(kind, reason):
+        """A feedback fault (call under the lock): latched once the limiter runs and a command was accepted.
+        Before that it is only counted and reported: nothing has moved, and the start itself needs clean
+        feedback at rest. So a fault between the start and the first command (a driver or a host that
+        stalls while the policy loads its model) sends the limiter back to waiting for the arm at rest,
+        as at start-up, instead of latching a fault only an operator could clear."""
+        lim = self.limiter
+        if lim.initialized and (self._commanded or self.p["output_mode"] != "joint"):
+            if lim.latch_fault(kind, reason):
                 self.get_logger().error(f"FAULT {kind}: {reason}; holding until it clears and ~/release is called")
-        else:
-            self.limiter.counters[kind] += 1
-            self.last_reject = f"{kind}: {reason}"
-            self.log("warn", kind, f"{kind} before start: {reason}")
+            return
+        if lim.initialized:
+            lim.await_rest()
+            lim.counters["start_over"] += 1
+        lim.counters[kind] += 1
+        self.last_reject = f"{kind}: {reason}"
+        self.log("warn", kind, f"{kind} before the first command: {reason}; waiting for the arm at rest")
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
