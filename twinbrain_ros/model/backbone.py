@@ -137,26 +137,32 @@ def _token_ids(tokenizer) -> dict:
     return ids
 
 
-def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, layers: int = 2):
+def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, layers: int = 2,
+                vision_hidden: int = 32):
     """A tiny random config of the real architecture (same code paths: M-RoPE, GQA, DeepStack, windows)."""
     heads, kv_heads, head_dim = 4, 2, hidden // 4
+    # M-RoPE's (t, h, w) sections share head_dim / 2 rotary frequencies: 2:3:3 of them at every size
+    mrope = [head_dim // 16 * k for k in (2, 3, 3)]
     # initializer_range 0.2 (not 0.02): at the default the random tiny LM emits one token forever, so its
     # greedy answers would not depend on the image or question and could not be told apart in tests.
     text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                 head_dim=head_dim, max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=0.2)
     text.update({k: token_ids[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in token_ids})
+    vision_heads = vision_hidden // 16
     if kind == "qwen3_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                                   "mrope_section": [2, 3, 3], "mrope_interleaved": True}
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                                   "mrope_section": mrope, "mrope_interleaved": True}
+        vision = dict(depth=2, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                      num_heads=vision_heads, out_hidden_size=hidden,
                       patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                       deepstack_visual_indexes=[0, 1], num_position_embeddings=196)
         return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
                              initializer_range=0.2, **token_ids)
     if kind == "qwen2_5_vl":
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
+        vision = dict(depth=2, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                      num_heads=vision_heads, out_hidden_size=hidden,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                       fullatt_block_indexes=[1])
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True,
@@ -179,11 +185,12 @@ def qwen3_vl_4b_config(vocab_size: int = 151936, token_ids: dict | None = None) 
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
 
 
-def build_base(kind: str, config=None, seed: int = 0, tokenizer=None, real_image_processor: bool = False) -> BaseVLM:
-    """A base VLM from a config (random weights). Tiny by default; ``real_image_processor``: images are
-    sized (and so tokenized) as the real checkpoint's processor does."""
+def build_base(kind: str, config=None, seed: int = 0, tokenizer=None, real_image_processor: bool = False,
+               size: str = "xs") -> BaseVLM:
+    """A base VLM from a config (random weights). Tiny by default (``size``: a ``TINY_SIZES`` preset);
+    ``real_image_processor``: images are sized (and so tokenized) as the real checkpoint's processor does."""
     tokenizer = tokenizer or build_tiny_tokenizer()
-    config = config or tiny_config(kind, len(tokenizer), _token_ids(tokenizer))
+    config = config or tiny_config(kind, len(tokenizer), _token_ids(tokenizer), **TINY_SIZES[size])
     torch.manual_seed(seed)
     model = BACKBONES[kind][1](config).eval()
     patch = config.vision_config.patch_size
@@ -194,14 +201,24 @@ TINY_PREFIX = "tiny:"
 # byte: every character one token. word: the prompts' words one token each (as with Qwen's real BPE), so
 # a colour is one token the tiny brains can bind to the image, not 3-5 bytes they must first assemble.
 TINY_TOKENIZERS = {"byte": build_tiny_tokenizer, "word": build_word_tokenizer}
+# xs: the CPU preset of tests, the demo and the shipped checkpoint. s: twice the layers and widths, for
+# the language-following runs (binding a colour word to a place in the image takes more than 2 layers).
+TINY_SIZES = {"xs": dict(hidden=64, layers=2, vision_hidden=32),
+              "s": dict(hidden=128, layers=4, vision_hidden=64)}
 
 
-def tiny_base_spec(kind: str = "qwen3_vl", seed: int = 0, tokenizer: str = "byte") -> str:
+def tiny_base_spec(kind: str = "qwen3_vl", seed: int = 0, tokenizer: str = "byte", size: str = "xs") -> str:
     """The ``base_model_path`` of the tiny random base built in code from ``seed`` (``tiny:qwen3_vl:0``,
-    ``tiny:qwen3_vl:0:word``): a checkpoint trained on it names no file, so it loads on any machine."""
+    ``tiny:qwen3_vl:0:word``, ``tiny:qwen3_vl:0:word:s``): a checkpoint trained on it names no file, so it
+    loads on any machine."""
     if tokenizer not in TINY_TOKENIZERS:
         raise ValueError(f"tiny tokenizer {tokenizer!r}: choose one of {sorted(TINY_TOKENIZERS)}")
-    return f"{TINY_PREFIX}{kind}:{seed}" + (f":{tokenizer}" if tokenizer != "byte" else "")
+    if size not in TINY_SIZES:
+        raise ValueError(f"tiny size {size!r}: choose one of {sorted(TINY_SIZES)}")
+    spec = f"{TINY_PREFIX}{kind}:{seed}"
+    if size != "xs":
+        return f"{spec}:{tokenizer}:{size}"
+    return spec + (f":{tokenizer}" if tokenizer != "byte" else "")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -222,10 +239,11 @@ def _build_tiny_from_spec(spec: str) -> BaseVLM:
     except ValueError:
         kind = ""
     tokenizer = parts[2] if len(parts) > 2 else "byte"
-    if kind not in BACKBONES or len(parts) > 3 or tokenizer not in TINY_TOKENIZERS:
+    size = parts[3] if len(parts) > 3 else "xs"
+    if kind not in BACKBONES or len(parts) > 4 or tokenizer not in TINY_TOKENIZERS or size not in TINY_SIZES:
         raise ValueError(f"base VLM {spec!r}: expected tiny:<{'|'.join(BACKBONES)}>[:<seed>"
-                         f"[:<{'|'.join(TINY_TOKENIZERS)}>]]")
-    base = build_base(kind, seed=seed, tokenizer=TINY_TOKENIZERS[tokenizer]())
+                         f"[:<{'|'.join(TINY_TOKENIZERS)}>[:<{'|'.join(TINY_SIZES)}>]]]")
+    base = build_base(kind, seed=seed, tokenizer=TINY_TOKENIZERS[tokenizer](), size=size)
     base.path = spec
     return base
 

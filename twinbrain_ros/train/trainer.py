@@ -57,6 +57,7 @@ class TrainConfig:
     out: str
     base_model_path: str = ""     # empty: the tiny random preset (CPU smoke runs, tests)
     tiny_tokenizer: str = "byte"  # the tiny preset's tokenizer: byte | word (backbone.TINY_TOKENIZERS)
+    tiny_size: str = "xs"         # the tiny preset's size: xs | s (backbone.TINY_SIZES)
     image_size: int = 0           # square camera size the model sees; 0 = the preset's / 224
     steps: int = 1000
     batch_size: int = 8
@@ -129,7 +130,8 @@ class Trainer:
         else:
             # built in code from its seed on every process: the checkpoint names the spec and the weights'
             # hash, not a file, so it deploys on any machine
-            base = load_base(tiny_base_spec("qwen3_vl", tokenizer=cfg.tiny_tokenizer), dtype=self.dtype, device=device)
+            spec = tiny_base_spec("qwen3_vl", tokenizer=cfg.tiny_tokenizer, size=cfg.tiny_size)
+            base = load_base(spec, dtype=self.dtype, device=device)
             config = tiny_config("qwen3_vl", base.path, base_weights_sha256=base.sha256, **dims)
         n_eps = len(self.dataset.episodes)
         n_val = min(cfg.val_episodes, max(0, n_eps - 1))
