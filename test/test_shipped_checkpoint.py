@@ -41,6 +41,21 @@ def test_the_word_tokenizer_base_is_its_own_spec_and_a_colour_is_one_token():
         load_base("tiny:qwen3_vl:0:bpe")
 
 
+def test_a_larger_tiny_size_is_part_of_the_spec_and_the_default_size_is_unchanged():
+    spec = tiny_base_spec("qwen3_vl", 0, tokenizer="word", size="s")
+    base = load_base(spec)
+    text = base.model.config.text_config
+    assert spec == "tiny:qwen3_vl:0:word:s" and base.path == spec
+    assert (text.num_hidden_layers, text.hidden_size, base.model.config.vision_config.hidden_size) == (4, 128, 64)
+    assert tiny_base_spec("qwen3_vl", 0, tokenizer="word", size="xs") == "tiny:qwen3_vl:0:word"   # shipped specs
+    assert load_base(spec).sha256 == base.sha256                               # rebuilt bit for bit from the seed
+    for bad in ("tiny:qwen3_vl:0:word:xl", "tiny:qwen3_vl:0:word:s:extra"):
+        with pytest.raises(ValueError, match="expected tiny:"):
+            load_base(bad)
+    with pytest.raises(ValueError, match="tiny size 'xl'"):
+        tiny_base_spec("qwen3_vl", 0, size="xl")
+
+
 def test_the_shipped_checkpoint_acts_on_a_sim_observation():
     policy = TwinBrainPolicy.from_checkpoint(SHIPPED_CHECKPOINT, device="cpu")
     sim = ArmSim()

@@ -1,7 +1,8 @@
 """`twinbrain-bench control`: control-loop timing of policy_node under continuous inference (JSON line).
 
 * Tick period error of the control timer at each requested rate, p50/p99/max, while the tiny model
-  runs inference continuously in the same process (the worst case on a CPU-only machine).
+  runs inference continuously, in a thread of the node's process (policy_node's default: the model's
+  Python competes with the callbacks for the GIL) and in its own process (``inference_process`` true).
 * Camera stamp -> first setpoint that uses it, minus the model's compute, with 2 cameras at 640x480
   rgb8, split into: receive_sync (transport, conversion, synchronization), queue (waiting for the
   worker, i.e. behind the previous frame's inference), handoff (chunk into the executor) and
@@ -39,11 +40,13 @@ def thread_cpu_seconds(tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_dir: str) -> dict:
+def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_dir: str,
+             inference: str = "thread") -> dict:
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", *[a for p in param_files() for a in ("--params-file", str(p))]])
     node = PolicyNode(context=context, parameter_overrides=[
-        Parameter("control_rate_hz", value=float(rate_hz)), Parameter("tiny_base_dir", value=tiny_base_dir)])
+        Parameter("control_rate_hz", value=float(rate_hz)), Parameter("tiny_base_dir", value=tiny_base_dir),
+        Parameter("inference_process", value=inference == "process")])
     io = rclpy.create_node("bench_io", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -68,7 +71,8 @@ def run_once(rate_hz: float, seconds: float, width: int, height: int, tiny_base_
     chunks0, frames0, cpu0 = node.stats["chunks"], node.inputs.frames, thread_cpu_seconds(callback_tid[0])
     time.sleep(seconds)
     observations = (node.inputs.frames - frames0) / len(node.sync.camera_names)
-    record = {"rate_hz": rate_hz, "ticks": len(node.tick_errors), "chunks": node.stats["chunks"] - chunks0,
+    record = {"rate_hz": rate_hz, "inference": inference, "ticks": len(node.tick_errors),
+              "chunks": node.stats["chunks"] - chunks0,
               "callback_cpu_ms_per_observation": round(
                   (thread_cpu_seconds(callback_tid[0]) - cpu0) * 1e3 / max(observations, 1), 3)}
     record.update(percentiles_ms(np.abs(np.array(node.tick_errors)), "tick_error"))
@@ -97,9 +101,12 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument("--inference", nargs="+", choices=("process", "thread"), default=["thread", "process"],
+                   help="where the model runs: a thread of the node's process (policy_node's default), its own")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [run_once(r, args.seconds, args.width, args.height, str(Path(tmp) / "tiny-base")) for r in args.rates]
+        runs = [run_once(r, args.seconds, args.width, args.height, str(Path(tmp) / "tiny-base"), where)
+                for where in args.inference for r in args.rates]
     emit({"bench": "control", "cameras": 2, "image": f"{args.width}x{args.height} rgb8", "cpu_threads": os.cpu_count(),
           "runs": runs})

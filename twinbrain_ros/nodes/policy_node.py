@@ -1,10 +1,11 @@
 """policy_node: cameras + joint states + instruction -> TwinBrainVLA -> setpoints at control rate.
 
 Threads: subscriptions feed the synchronizer (cheap, never wait on the model); a dedicated worker
-thread runs inference on the newest synchronized observation; the control timer interpolates the
-executing chunk at ``control_rate_hz`` in its own callback group. Motion is published only while
-there is an instruction and the observation is fresh; a model exception is reported on
-/diagnostics (ERROR) and motion stops, the node keeps running. This node never talks to the
+thread runs inference on the newest synchronized observation, in this process or (``inference_process``:
+runtime/policy_process.py) in a child process of its own, whose Python never holds this process's GIL;
+the control timer interpolates the executing chunk at ``control_rate_hz`` in its own callback group.
+Motion is published only while there is an instruction and the observation is fresh; a model exception
+is reported on /diagnostics (ERROR) and motion stops, the node keeps running. This node never talks to the
 controller: the safety node does.
 
 A managed (lifecycle) node: configure loads the model and opens the interfaces, activate allows
@@ -32,6 +33,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
+from ..runtime.policy_process import PolicyProcess, PolicyProcessError, load_policy
 from ..runtime.policy_runner import PolicyRunner
 from ..srv import Ask
 from .diagnostics import ThrottledLog, diagnostic_array
@@ -48,20 +50,19 @@ class PolicyNode(LifecycleNode):
     def __init__(self, policy=None, **kwargs):
         self._stop = threading.Event()   # first: destroy_node may run on a half-built node
         self.worker = self.control = None
+        self.policy, self._given_policy = None, policy
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         super().__init__("policy_node", **kwargs)
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
         sys.setswitchinterval(p["gil_switch_interval"])
-        self._set_torch_threads(p["torch_threads"])
         if len(p["camera_topics"]) != len(p["camera_names"]):
             raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for "
                              f"{len(p['camera_names'])} camera_names")
         self.joint_names = p["joint_names"]
         self.period = 1.0 / p["control_rate_hz"]
         self.limits = joint_limits(p, self.get_name())   # bad limits fail here, before any transition
-        self.policy, self._given_policy = None, policy
         self._entities: list = []     # what on_configure created, destroyed again by on_cleanup
         self._configure_error = ""
         if p["autostart"]:
@@ -75,7 +76,8 @@ class PolicyNode(LifecycleNode):
         try:
             self.policy = self._given_policy or self._load_policy()
             self._check_policy_matches()
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, PolicyProcessError) as exc:
+            self._close_policy()
             self._configure_error = str(exc)
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -143,19 +145,13 @@ class PolicyNode(LifecycleNode):
         """Stop the threads, close the interfaces, free the model (and its GPU memory)."""
         self._stop_threads()
         destroy_entities(self, self._entities)
-        self.policy = None
         gc.unfreeze()
-        gc.collect()
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        self._close_policy()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._stop_threads()
+        self._close_policy()
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_threads(self) -> None:
@@ -169,30 +165,37 @@ class PolicyNode(LifecycleNode):
 
     # -- set-up ---------------------------------------------------------------------------------
     def _load_policy(self):
-        from ..model import TwinBrainPolicy  # heavy import kept out of module import time
-
         p = self.p
-        if p["checkpoint"]:
-            policy = TwinBrainPolicy.from_checkpoint(p["checkpoint"], device=p["device"],
-                                                     base_model_path=p["base_model_path"] or None)
+        load = dict(checkpoint=p["checkpoint"], device=p["device"], base_model_path=p["base_model_path"],
+                    tiny_base_dir=p["tiny_base_dir"], camera_names=p["camera_names"], joint_lower=p["joint_lower"],
+                    joint_upper=p["joint_upper"], max_velocity=p["max_velocity"],
+                    chunk_step_period=p["chunk_step_period"])
+        threads = p["torch_threads"] or max(1, (os.cpu_count() or 2) - 1)
+        if p["inference_process"]:
+            policy = PolicyProcess(load, threads)
+            where = f"inference process {policy.pid}"
         else:
-            from ..model import Normalization
+            import torch
 
-            n = len(self.joint_names)
-            policy = TwinBrainPolicy.from_tiny_preset(p["tiny_base_dir"], device=p["device"],
-                                                      camera_names=p["camera_names"],
-                                                      state_dim=n, action_dim=n)
-            policy.normalization = Normalization.untrained_safe(p["joint_lower"], p["joint_upper"], p["max_velocity"],
-                                                                p["chunk_step_period"])
+            torch.set_num_threads(threads)
+            policy, where = load_policy(**load), "this process"
         source = f"checkpoint {p['checkpoint']}" if p["checkpoint"] else "tiny preset"
-        self.get_logger().info(f"model ready on {policy.device} ({source})")
+        self.get_logger().info(f"model ready on {policy.device} ({source}, {where})")
         return policy
 
-    @staticmethod
-    def _set_torch_threads(requested: int) -> None:
-        import torch
-
-        torch.set_num_threads(requested or max(1, (os.cpu_count() or 2) - 1))
+    def _close_policy(self) -> None:
+        """Free the model (and its GPU memory): end the inference process, or drop the in-process model."""
+        policy, self.policy = self.policy, None
+        if isinstance(policy, PolicyProcess):
+            policy.close()
+            return
+        if policy is None or policy is self._given_policy:
+            return
+        del policy
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _check_policy_matches(self):
         cfg, n = self.policy.config, len(self.joint_names)
@@ -344,7 +347,7 @@ class PolicyNode(LifecycleNode):
             "rejected_chunks": self.stats["rejected_chunks"],
             "frames": self.inputs.frames, "bad_frames": self.inputs.bad_frames,
             "model_errors": self.stats["model_errors"], "instruction": self.sync.instruction or "",
-            "refusal": runner.refusal, "device": self.policy.device,
+            "refusal": runner.refusal, "device": self.policy.device if self.policy else "none",
         }
         message = runner.model_error or runner.refusal or "acting"
         self.diag_pub.publish(diagnostic_array(sec_to_stamp(now), "twinbrain: policy", self.get_name(), level,
@@ -352,6 +355,7 @@ class PolicyNode(LifecycleNode):
 
     def destroy_node(self):
         self._stop_threads()
+        self._close_policy()
         return super().destroy_node()
 
 

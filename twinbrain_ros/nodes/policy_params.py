@@ -60,6 +60,10 @@ PARAMS = ROBOT + [
     Param("autostart", True, "Configure and activate at start-up (launch and twinbrain-ros up); false leaves the "
           "managed node unconfigured for `ros2 lifecycle set` / a lifecycle manager."),
     Param("ask_max_new_tokens", 64, "~/ask: default answer length limit (tokens) of the Left brain.", positive),
+    Param("inference_process", False, "Run the model in a child process of its own, so its Python never holds "
+          "this node's GIL while camera callbacks and the control loop wait (runtime/policy_process.py); false "
+          "runs it in a thread of this process. Off by default: on 2 shared cores it measured no lower node "
+          "overhead and a higher control tick error (twinbrain-bench control)."),
     Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
           "control loop and callbacks.", non_negative),
     Param("control_thread_priority", 50, "SCHED_FIFO priority of the control-loop thread (as ros2_control "
