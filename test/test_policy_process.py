@@ -93,6 +93,33 @@ def test_a_killed_process_fails_every_later_call_instead_of_hanging(tiny_base_di
     assert not _alive(policy.pid)
 
 
+def test_close_while_another_thread_is_inside_a_call_ends_the_call_and_the_process(tiny_base_dirs):
+    import threading
+
+    policy = PolicyProcess(_load(tiny_base_dirs), torch_threads=1)
+    images, state = _observation()
+    outcomes, calling = [], threading.Event()
+
+    def worker():
+        while True:
+            calling.set()
+            try:
+                outcomes.append(policy.predict(images, state, "pick up the red cube").shape)
+            except PolicyProcessError as exc:
+                outcomes.append(str(exc))
+                return
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    calling.wait(10)
+    time.sleep(0.2)
+    policy.close(timeout=1.0)
+    thread.join(10)
+    assert not thread.is_alive(), "a caller still waits on a closed inference process"
+    assert not _alive(policy.pid)
+    assert all(o == (16, 7) for o in outcomes[:-1]) and "inference process" in outcomes[-1]
+
+
 def test_the_process_exits_when_its_parent_is_killed(tiny_base_dirs):
     script = ("import time\nfrom twinbrain_ros.runtime.policy_process import PolicyProcess\n"
               f"p = PolicyProcess({_load(tiny_base_dirs)!r}, 1)\nprint(p.pid, flush=True)\ntime.sleep(600)\n")

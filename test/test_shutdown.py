@@ -23,8 +23,9 @@ def _start(module, robot_file, *extra):
                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
+@pytest.mark.parametrize("sig, inference_process", [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                                    (signal.SIGTERM, True)])
+def test_every_node_exits_within_2_s_while_busy(tmp_path, sig, inference_process):
     config = graph_spec.load_config()
     graph_spec.section_params(config, "sim_arm").update(image_width=64, image_height=64)
     cfg = tmp_path / "arm.yaml"
@@ -34,7 +35,9 @@ def test_every_node_exits_within_2_s_while_busy(tmp_path, sig):
     try:
         # busy: the policy infers and streams setpoints (whatever the safety node makes of them), the sim renders
         setpoints = graph.record(JointTrajectory, "/twinbrain/joint_command")
-        procs = {m: _start(m, cfg, "-r", f"__node:={m.removesuffix('_node') if m == 'sim_arm_node' else m}")
+        process = ["-p", f"inference_process:={str(inference_process).lower()}"]   # the model in its own process
+        procs = {m: _start(m, cfg, "-r", f"__node:={m.removesuffix('_node') if m == 'sim_arm_node' else m}",
+                           *(process if m == "policy_node" else []))
                  for m in NODES}
         assert graph.wait_for(lambda: setpoints.count() > 50, 180), {m: p.poll() for m, p in procs.items()}
         for module, proc in procs.items():   # inference, physics and ticks are all running

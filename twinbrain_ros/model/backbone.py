@@ -143,6 +143,8 @@ def tiny_config(kind: str, vocab_size: int, token_ids: dict, hidden: int = 64, l
     heads, kv_heads, head_dim = 4, 2, hidden // 4
     # M-RoPE's (t, h, w) sections share head_dim / 2 rotary frequencies: 2:3:3 of them at every size
     mrope = [head_dim // 16 * k for k in (2, 3, 3)]
+    if sum(mrope) != head_dim // 2:
+        raise ValueError(f"tiny config: head_dim {head_dim} (hidden {hidden} / 4 heads) must be a multiple of 16")
     # initializer_range 0.2 (not 0.02): at the default the random tiny LM emits one token forever, so its
     # greedy answers would not depend on the image or question and could not be told apart in tests.
     text = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,

@@ -158,6 +158,8 @@ class PolicyNode(LifecycleNode):
         self._stop.set()
         with self.lock:
             self.wake.notify_all()
+        if isinstance(self.policy, PolicyProcess):   # first: a hung model process must not hold the worker
+            self.policy.close(timeout=1.0)
         if self.worker is not None and self.worker.is_alive():
             self.worker.join(timeout=5.0)
         if self.control is not None and self.control.is_alive():
@@ -252,6 +254,8 @@ class PolicyNode(LifecycleNode):
                 chunk = self.policy.predict(job.images, job.state, job.instruction,
                                             steps=self.p["num_inference_steps"] or None, guide=job.guide)
             except Exception as exc:   # noqa: BLE001 - any model failure must leave the robot graph alive
+                if self._stop.is_set():    # the model process was ended by the shutdown itself
+                    break
                 error = f"{type(exc).__name__}: {exc}"
                 with self.lock:
                     self.runner.failed(error)

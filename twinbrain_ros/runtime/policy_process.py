@@ -61,9 +61,10 @@ def _serve(conn, load: dict, torch_threads: int) -> None:
             torch.set_num_threads(torch_threads)
         policy = load_policy(**load)
     except Exception as exc:   # noqa: BLE001 - reported to the parent, which decides
-        conn.send(("error", type(exc).__name__, str(exc)))
+        _send(conn, ("error", type(exc).__name__, str(exc)))
         return
-    conn.send(("ok", (policy.config, str(policy.device))))
+    if not _send(conn, ("ok", (policy.config, str(policy.device)))):
+        return
     while True:
         try:
             request = conn.recv()
@@ -76,13 +77,28 @@ def _serve(conn, load: dict, torch_threads: int) -> None:
             reply = ("ok", getattr(policy, method)(*args, **kwargs))
         except Exception as exc:   # noqa: BLE001 - a bad observation must not end the process
             reply = ("error", type(exc).__name__, str(exc))
+        if not _send(conn, reply):
+            return
+
+
+def _send(conn, reply) -> bool:
+    """False when the parent is gone (then the child just ends, without a traceback of its own)."""
+    try:
         conn.send(reply)
+    except OSError:
+        return False
+    return True
 
 
 def _raise(name: str, message: str):
     error = getattr(builtins, name, None)
     if isinstance(error, type) and issubclass(error, Exception):
-        raise error(message)
+        try:
+            rebuilt = error(message)
+        except TypeError:   # a builtin that takes other arguments (UnicodeDecodeError, ...)
+            rebuilt = None
+        if rebuilt is not None:
+            raise rebuilt
     raise PolicyProcessError(f"{name}: {message}")
 
 
@@ -136,14 +152,22 @@ class PolicyProcess:
         return self._call("ask", images, question, max_new_tokens)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Ask the child to exit after its current call; kill it if it has not within ``timeout``."""
+        """Let the call in progress finish (up to ``timeout``), then ask the child to exit; kill it if it
+        has not. The exit request goes in under the call lock, so it never lands inside a half-written
+        request; a call that hangs gets the child killed, and its caller a PolicyProcessError."""
+        polite = self._lock.acquire(timeout=timeout)
+        try:
+            if polite and self._process.is_alive():
+                try:
+                    self._conn.send(None)
+                except (OSError, ValueError):
+                    pass
+                self._process.join(timeout)
+        finally:
+            if polite:
+                self._lock.release()
         if self._process.is_alive():
-            try:
-                self._conn.send(None)
-            except (OSError, ValueError):
-                pass
-            self._process.join(timeout)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(1.0)
-        self._conn.close()
+            self._process.kill()
+            self._process.join(1.0)
+        if polite:   # else a caller may still be reading it: the child's death ends that read
+            self._conn.close()
