@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..data.lerobot_v3 import LeRobotV3Dataset
 from ..data.record_sim import record
-from ..model.backbone import TINY_SIZES
+from ..model.backbone import TINY_SIZES, TINY_TOKENIZERS
 from ..sim.arm_sim import ArmSim
 from ..sim.expert import run_episode
 from ..train.trainer import TrainConfig, Trainer
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     p.add_argument("--lr-right", type=float, default=1e-4, help="Right-brain learning rate")
     p.add_argument("--image-size", type=int, default=64,
                    help="camera size the tiny model sees (4 tokens at 64, 16 at 128)")
-    p.add_argument("--tokenizer", default="byte", choices=("byte", "word"),
+    p.add_argument("--tokenizer", default="byte", choices=sorted(TINY_TOKENIZERS),
                    help="the tiny base's tokenizer: byte, or word (each prompt word one token, as Qwen's BPE)")
     p.add_argument("--tiny-size", default="xs", choices=sorted(TINY_SIZES),
                    help="the tiny base's size: xs (2 layers, width 64) or s (4 layers, width 128)")

@@ -57,6 +57,11 @@ class PolicyNode(LifecycleNode):
         self.p = p = declare(self, PARAMS)
         self.log = ThrottledLog(self.get_logger())
         sys.setswitchinterval(p["gil_switch_interval"])
+        self.torch_threads = p["torch_threads"] or max(1, (os.cpu_count() or 2) - 1)
+        if not p["inference_process"]:   # the model runs here (loaded or given): its threads are this process's
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         if len(p["camera_topics"]) != len(p["camera_names"]):
             raise ValueError(f"policy_node: {len(p['camera_topics'])} camera_topics for "
                              f"{len(p['camera_names'])} camera_names")
@@ -168,18 +173,12 @@ class PolicyNode(LifecycleNode):
     # -- set-up ---------------------------------------------------------------------------------
     def _load_policy(self):
         p = self.p
-        load = dict(checkpoint=p["checkpoint"], device=p["device"], base_model_path=p["base_model_path"],
-                    tiny_base_dir=p["tiny_base_dir"], camera_names=p["camera_names"], joint_lower=p["joint_lower"],
-                    joint_upper=p["joint_upper"], max_velocity=p["max_velocity"],
-                    chunk_step_period=p["chunk_step_period"])
-        threads = p["torch_threads"] or max(1, (os.cpu_count() or 2) - 1)
+        load = {k: p[k] for k in ("checkpoint", "device", "base_model_path", "tiny_base_dir", "camera_names",
+                                  "joint_lower", "joint_upper", "max_velocity", "chunk_step_period")}
         if p["inference_process"]:
-            policy = PolicyProcess(load, threads)
+            policy = PolicyProcess(load, self.torch_threads)
             where = f"inference process {policy.pid}"
         else:
-            import torch
-
-            torch.set_num_threads(threads)
             policy, where = load_policy(**load), "this process"
         source = f"checkpoint {p['checkpoint']}" if p["checkpoint"] else "tiny preset"
         self.get_logger().info(f"model ready on {policy.device} ({source}, {where})")

@@ -3,17 +3,17 @@
 
 Why a process: in one process the model's Python (a transformers forward is thousands of small ops) and
 the node's callbacks take turns on one GIL, and each turn a camera callback waits is latency the robot
-sees. In a child process the model
-has an interpreter of its own; the node's inference thread only waits on a pipe, which releases the GIL.
+sees. In a child process the model has an interpreter of its own; the node's inference thread only waits
+on a pipe, which releases the GIL.
 
 Measured on a 2-core host (`twinbrain-bench control`, both modes): node overhead p99 the same within
 noise, control tick error p99 ~2.4 ms against ~0.85 ms in a thread, so it is not the default; where
 the model is Python-heavy beside many cores it is the way to keep its GIL out of the node.
 
 The child is started with ``spawn``: forking a process that runs DDS threads or holds CUDA state is
-unsafe. It imports torch and the model; this module does not, so neither does a node that uses it. A failure in
-the child comes back as an exception of the same builtin type and message (``ValueError: state contains
-NaN``), so the node reports it as it would one in process. A child that dies (killed, out of memory)
+unsafe. It imports torch and the model; this module does not, so neither does a node that uses it. A
+failure in the child comes back as an exception of the same builtin type and message (``ValueError: state
+contains NaN``), so the node reports it as it would one in process. A child that dies (killed, out of memory)
 fails the call in progress and every later one with ``PolicyProcessError``: the node reports it and keeps
 running; reconfiguring the node starts a new child. When the parent dies the child's pipe closes and it
 exits after its current call: no orphan keeps a GPU.
@@ -50,7 +50,6 @@ def load_policy(checkpoint: str, device: str, base_model_path: str, tiny_base_di
 def _serve(conn, load: dict, torch_threads: int) -> None:
     """The child: load the policy, report ready (config, device) or the error, then answer calls in order
     until the parent sends None or its end of the pipe closes."""
-
     # Ctrl-C reaches the whole process group: the node shuts down on it and ends this process in order
     # (close), instead of the model dying mid-call with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,8 +95,8 @@ def _raise(name: str, message: str):
         try:
             rebuilt = error(message)
         except TypeError:   # a builtin that takes other arguments (UnicodeDecodeError, ...)
-            rebuilt = None
-        if rebuilt is not None:
+            pass
+        else:
             raise rebuilt
     raise PolicyProcessError(f"{name}: {message}")
 
