@@ -44,8 +44,9 @@ def test_a_stall_before_the_first_command_starts_over_instead_of_latching():
     a stall still latches (test_feedback_faults_hold_without_a_jump)."""
     result = bench.SCENARIOS["startup_stall"]()
     assert result["waited_for_rest"] and result["started_again"], result
-    assert not result["faults"] and result["counters"]["start_over"] == 1, result
-    assert result["counters"]["joint_state_stall"] == 1, result
+    # one start-over for the freeze; any other stall a starved host adds before the first command starts over too
+    assert not result["faults"] and result["start_overs_in_freeze"] == 1, result
+    assert result["counters"]["joint_state_stall"] >= 1 and result["counters"]["start_over"] >= 1, result
     assert result["violations"] == NO_VIOLATIONS and result["outputs"] > 50, result
 
 
