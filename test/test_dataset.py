@@ -265,3 +265,24 @@ def test_record_sim_chains_episodes_from_where_the_last_one_ended(tmp_path):
         for before, after in zip(episodes, episodes[1:]):
             assert np.abs(after[0][:6] - HOME[:6]).max() > 0.2
             np.testing.assert_allclose(after[0][:6], before[-1][:6], atol=0.05)   # the last frame, 0.1 s before the end
+
+
+def test_record_sim_names_every_cube_of_one_scene(tmp_path):
+    """cubes_per_scene 3: each scene is recorded three times, a different cube named each time (the same
+    layout, the first image the same), so only the instruction tells the demonstrations apart."""
+    from twinbrain_ros.sim.tasks import parse_instruction
+
+    result = record(str(tmp_path / "scenes"), episodes=3, image_size=(32, 32), task="touch:any", cubes_per_scene=3)
+    assert result["episodes"] == 3 and result["cubes_per_scene"] == 3, result
+    ds = LeRobotV3Dataset(tmp_path / "scenes")
+    frames = [ds.episode_data(e) for e in ds.episodes]
+    named = [parse_instruction(ds.tasks[int(f["task_index"][0])]).cube for f in frames]
+    if not result["discarded_failed_seeds"]:   # else a scene's naming was dropped and the next scene began
+        assert sorted(named) == ["blue", "green", "red"] and result["scenes"] == 1, (named, result)
+        for cam in ds.video_keys:
+            first = [ds.episode_frames(e, cam)[0].astype(int) for e in ds.episodes]
+            assert np.abs(first[0] - first[1]).mean() < 2 and np.abs(first[0] - first[2]).mean() < 2
+        ends = [f["action"][-1] for f in frames]
+        assert min(np.abs(ends[0] - ends[1]).max(), np.abs(ends[0] - ends[2]).max()) > 0.05   # other cubes
+    with pytest.raises(ValueError, match="colour is open"):
+        record(str(tmp_path / "fixed"), episodes=1, image_size=(32, 32), task="touch:red", cubes_per_scene=2)

@@ -51,6 +51,9 @@ def main(argv=None) -> None:
     s.add_argument("--hold", type=float, default=0.5, help="seconds recorded at the final pose")
     s.add_argument("--perturb", type=float, default=0.0,
                    help="std (rad) of a wandering offset the arm follows; the action stays the clean target")
+    s.add_argument("--cubes-per-scene", type=int, default=1,
+                   help="record each scene this many times (1-3), naming another cube each time (a task like "
+                        "touch:any or mixture): only the words then tell the demonstrations apart")
 
     b = sub.add_parser("bag", help="import rosbag2 recordings into a LeRobot v3.0 dataset")
     b.add_argument("bags", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or .mcap files")
@@ -86,7 +89,7 @@ def main(argv=None) -> None:
     if args.source == "sim":
         result = record(args.out, args.episodes, args.fps, args.task, args.first_seed, tuple(args.image_size),
                         not args.keep_failures, args.codec, args.start_spread, args.hold, args.perturb,
-                        args.chain)
+                        args.chain, args.cubes_per_scene)
     elif args.source == "bag":
         spec = BagSpec(_cameras(args.camera), args.joint_states, args.command, args.out, args.fps,
                        tuple(args.image_size), args.joint_names.split(",") if args.joint_names else None, args.task,

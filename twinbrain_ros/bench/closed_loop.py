@@ -83,6 +83,9 @@ def main(argv=None) -> None:
     p.add_argument("--hold", type=float, default=0.5, help="seconds each demonstration holds its final pose")
     p.add_argument("--perturb", type=float, default=0.0,
                    help="std (rad) of the DART offset the expert's arm follows while recording")
+    p.add_argument("--cubes-per-scene", type=int, default=1,
+                   help="with mixture or verb:any: each scene demonstrated this many times (1-3), naming "
+                        "another cube each time (data/record_sim.py)")
     p.add_argument("--out", default="out/closed-loop")
     p.add_argument("--eval-passes", default="", help="comma-separated subset of the evaluations: fine_tuned, "
                    "plain_start (no e-stop / policy-reset ritual), untrained; with --task mixture also swap_control")

@@ -74,6 +74,16 @@ def expert_on(seeds: list[int], task: str = "mixture") -> dict:
     return summarize(results)
 
 
+def _recorded_recipe(out: Path, dataset: str) -> dict | None:
+    """How the dataset in ``out`` was recorded, or None (none there, or one without its recipe, which is
+    then recorded again: its task and knobs are unknown)."""
+    path = out / "recording.json"
+    if not (Path(dataset, "meta", "info.json").exists() and path.exists()):
+        return None
+    recipe = json.loads(path.read_text())
+    return recipe if len(LeRobotV3Dataset(dataset).episodes) == recipe["episodes"] else None
+
+
 def run(args, out: Path, train_for) -> dict:
     dataset = str(out / "dataset")
     t0 = time.monotonic()
@@ -82,13 +92,16 @@ def run(args, out: Path, train_for) -> dict:
         train_info = json.loads((out / "train" / "train_info.json").read_text())
         rec = {}
     else:
-        recorded = Path(dataset, "meta", "info.json").exists() and len(LeRobotV3Dataset(dataset).episodes)
-        if recorded == args.episodes:   # the same demonstrations (seeds 0.. in order): train on them again
-            rec = {"episodes": recorded, "reused_dataset": True}
+        recipe = dict(episodes=args.episodes, task=args.task, start_spread=args.start_spread, hold=args.hold,
+                      perturb=args.perturb, chain=args.chain, cubes_per_scene=args.cubes_per_scene)
+        if _recorded_recipe(out, dataset) == recipe:   # the same demonstrations: train on them again
+            rec = {"episodes": args.episodes, "reused_dataset": True}
+        elif Path(dataset, "meta", "info.json").exists():   # the writer would append to it; nothing is deleted
+            raise SystemExit(f"{dataset} holds demonstrations recorded otherwise than {recipe} "
+                             "(or before recording.json was written): choose another --out")
         else:
-            rec = record(dataset, args.episodes, fps=10, task=args.task, first_seed=0, image_size=(224, 224),
-                         start_spread=args.start_spread, hold=args.hold, perturb=args.perturb,
-                         chain=args.chain)
+            rec = record(dataset, fps=10, first_seed=0, image_size=(224, 224), **recipe)
+            (out / "recording.json").write_text(json.dumps(recipe))
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions,
                                                    val_episodes=VAL_EPISODES, probes=language_probes,

@@ -73,17 +73,22 @@ class ArmSim:
 
     # -- episode ----------------------------------------------------------------------------
     def reset(self, seed: int, task: str | None = None, start_spread: float = 0.0,
-              start: np.ndarray | None = None) -> Task:
+              start: np.ndarray | None = None, cube: str | None = None) -> Task:
         """New episode: arm at home, the three cubes at random non-overlapping poses on the table, the task
         drawn for ``task`` (a spec of sim/tasks.py; None: the mixture) from the same seed.
         ``start_spread`` > 0: the arm joints start up to that many radians from home (uniform, its own
         random stream, so a seed's scene is the same with or without it) - demonstrations from many
         starts teach a policy to work from wherever the robot happens to be. ``start``: the arm joints
         start there instead of home (e.g. where the last episode ended: a robot nobody re-homes; the
-        spread then applies around it); the gripper still opens."""
+        spread then applies around it); the gripper still opens. ``cube``: name this cube instead of
+        the drawn one; a touch scene is then the same as the seed's with any cube named."""
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
         self.task = draw(task or "mixture", rng)
+        if cube is not None:
+            if cube not in CUBES:
+                raise ValueError(f"cube {cube!r}: expected one of {', '.join(CUBES)}")
+            self.task = self.task.with_cube(cube)
         start = HOME.copy() if start is None else np.concatenate(
             [np.clip(np.asarray(start, float)[:6], self.lower[:6], self.upper[:6]), HOME[6:]])
         if start_spread > 0:
