@@ -59,6 +59,37 @@ def test_chunks_and_answers_are_those_of_the_policy_in_this_process(served, tiny
     assert served.config == local.config and served.device == str(local.device) and served.pid != os.getpid()
 
 
+def test_camera_frames_cross_at_the_model_input_size_with_the_same_chunk(served, tiny_base_dirs):
+    """A 640x480 frame is resized before the pipe as the model would resize it: the chunk is the one the
+    model computes from the full frame in this process; a frame the model refuses keeps its own error."""
+    local = load_policy(**_load(tiny_base_dirs))
+    frame = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    small = served._at_input_size({"front": frame})["front"]
+    assert small.shape[:2] == tuple(served.config.image_size)
+    state = np.linspace(-0.3, 0.3, 7).astype(np.float32)
+    np.testing.assert_allclose(served.predict({"front": frame}, state, "touch the red cube", seed=4),
+                               local.predict({"front": frame}, state, "touch the red cube", seed=4), atol=1e-5)
+    with pytest.raises(ValueError, match="too small"):
+        served.predict({"front": np.zeros((10, 10, 3), np.uint8)}, state, "touch the red cube")
+    with pytest.raises(ValueError, match="expected an HxWx3 uint8 RGB image"):
+        served.predict({"front": frame.astype(np.float32)}, state, "touch the red cube")
+
+
+def test_a_hung_process_is_killed_after_the_call_timeout(tiny_base_dirs):
+    """A child that stops answering (here: SIGSTOP, as a driver hang) fails the call after call_timeout
+    and is killed, instead of blocking the inference thread for ever."""
+    policy = PolicyProcess(_load(tiny_base_dirs), torch_threads=1, call_timeout=2.0)
+    images, state = _observation()
+    assert policy.predict(images, state, "pick up the red cube").shape == (16, 7)
+    os.kill(policy.pid, signal.SIGSTOP)
+    with pytest.raises(PolicyProcessError, match="did not answer within 2 s: killed"):
+        policy.predict(images, state, "pick up the red cube")
+    assert not _alive(policy.pid)
+    with pytest.raises(PolicyProcessError, match="the inference process (exited|is gone)"):
+        policy.predict(images, state, "pick up the red cube")
+    policy.close()
+
+
 def test_the_node_process_imports_neither_torch_nor_transformers():
     code = ("import sys, twinbrain_ros.nodes.policy_node\n"
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")

@@ -176,7 +176,7 @@ class PolicyNode(LifecycleNode):
         load = {k: p[k] for k in ("checkpoint", "device", "base_model_path", "tiny_base_dir", "camera_names",
                                   "joint_lower", "joint_upper", "max_velocity", "chunk_step_period")}
         if p["inference_process"]:
-            policy = PolicyProcess(load, self.torch_threads)
+            policy = PolicyProcess(load, self.torch_threads, p["inference_timeout"])
             where = f"inference process {policy.pid}"
         else:
             policy, where = load_policy(**load), "this process"

@@ -64,6 +64,9 @@ PARAMS = ROBOT + [
           "this node's GIL while camera callbacks and the control loop wait (runtime/policy_process.py); false "
           "runs it in a thread of this process. Off by default: on 2 shared cores it measured no lower node "
           "overhead and a higher control tick error (twinbrain-bench control)."),
+    Param("inference_timeout", 60.0, "With inference_process: seconds a call may take before the inference "
+          "process counts as hung and is killed (reported as an inference error; cleanup + configure starts a "
+          "new one). Generous: a first call may compile or capture graphs.", positive),
     Param("torch_threads", 0, "CPU inference threads; 0 = all cores but one, which stays free for the "
           "control loop and callbacks.", non_negative),
     Param("control_thread_priority", 50, "SCHED_FIFO priority of the control-loop thread (as ros2_control "

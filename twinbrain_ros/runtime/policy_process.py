@@ -15,8 +15,13 @@ unsafe. It imports torch and the model; this module does not, so neither does a 
 failure in the child comes back as an exception of the same builtin type and message (``ValueError: state
 contains NaN``), so the node reports it as it would one in process. A child that dies (killed, out of memory)
 fails the call in progress and every later one with ``PolicyProcessError``: the node reports it and keeps
-running; reconfiguring the node starts a new child. When the parent dies the child's pipe closes and it
-exits after its current call: no orphan keeps a GPU.
+running; reconfiguring the node starts a new child. So does a child that does not answer within
+``call_timeout`` (hung in a driver, stopped): it is killed, not waited on for ever. When the parent dies
+the child's pipe closes and it exits after its current call: no orphan keeps a GPU.
+
+Camera frames cross the pipe at the model's input size, resized here as the model would resize them
+(a 640x480 rgb8 frame is 0.9 MB pickled, at 64x64 12 KB); a frame the model would refuse goes as it is,
+for the model's own error.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ import builtins
 import multiprocessing
 import signal
 import threading
+
+import numpy as np
+
+from .images import resize_rgb
 
 
 class PolicyProcessError(RuntimeError):
@@ -103,10 +112,12 @@ def _raise(name: str, message: str):
 
 class PolicyProcess:
     """``load_policy(**load)`` run in a child process with ``torch_threads`` CPU threads. Blocks until the
-    model is loaded; a loading error is raised here with its own type (a missing checkpoint:
-    FileNotFoundError)."""
+    model is loaded (no timeout: a large checkpoint takes what it takes); a loading error is raised here
+    with its own type (a missing checkpoint: FileNotFoundError). A call unanswered after ``call_timeout``
+    seconds (None: no limit) kills the child."""
 
-    def __init__(self, load: dict, torch_threads: int = 0):
+    def __init__(self, load: dict, torch_threads: int = 0, call_timeout: float | None = None):
+        self.call_timeout = call_timeout
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(target=_serve, args=(child_end, load, torch_threads),
@@ -124,7 +135,11 @@ class PolicyProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def _reply(self):
+    def _reply(self, timeout: float | None = None):
+        if timeout is not None and not self._conn.poll(timeout):
+            self._process.kill()
+            self._process.join(1.0)
+            raise PolicyProcessError(f"the inference process did not answer within {timeout:g} s: killed")
         try:
             reply = self._conn.recv()
         except (EOFError, OSError):
@@ -141,11 +156,26 @@ class PolicyProcess:
             except (OSError, ValueError):   # broken pipe, or closed here
                 raise PolicyProcessError(f"the inference process is gone (exit code {self._process.exitcode})") \
                     from None
-            return self._reply()
+            return self._reply(self.call_timeout)
+
+    def _at_input_size(self, images):
+        size = self.config.image_size
+
+        def one(img):
+            fine = (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+                    and min(img.shape[:2]) >= 16)   # what model/prompts.py check_rgb accepts
+            return resize_rgb(img, size) if fine else img
+
+        if isinstance(images, dict):
+            return {name: one(img) for name, img in images.items()}
+        if isinstance(images, (list, tuple)):
+            return [one(img) for img in images]
+        return one(images)
 
     def predict(self, images, state, instruction: str, seed: int | None = None, steps: int | None = None,
                 guide=None):
-        return self._call("predict", images, state, instruction, seed=seed, steps=steps, guide=guide)
+        return self._call("predict", self._at_input_size(images), state, instruction, seed=seed, steps=steps,
+                          guide=guide)
 
     def ask(self, images, question: str, max_new_tokens: int = 64) -> str:
         return self._call("ask", images, question, max_new_tokens)
