@@ -123,3 +123,74 @@ def test_slow_down_keeps_the_path_and_respects_the_velocity_limit():
     # as fast as allowed: the duration is what the slowest joint needs segment by segment
     needed = np.maximum(0.1, np.max(np.abs(np.diff(fast, axis=0)) / vmax, axis=1)).sum()
     assert factor == pytest.approx(needed / (0.1 * 15))
+
+
+def _pchip_plan(rng, n=16):
+    return np.cumsum(rng.uniform(-0.1, 0.1, (n, 3)), axis=0)
+
+
+def test_pchip_passes_through_the_actions_without_overshoot_and_with_continuous_velocity():
+    """Monotone cubic between actions: exact at each action, inside each step's two values, and the
+    velocity is the same just before and after an action (linear jumps there)."""
+    from twinbrain_ros.runtime.chunk_executor import interpolate
+
+    rng = np.random.default_rng(1)
+    values = _pchip_plan(rng)
+    times = DT * np.arange(len(values))
+    np.testing.assert_allclose(interpolate(times, values, times, "pchip"), values, atol=1e-12)
+    t = np.linspace(0, times[-1], 3001)
+    fine = interpolate(times, values, t, "pchip")
+    i = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+    lo, hi = np.minimum(values[i], values[i + 1]), np.maximum(values[i], values[i + 1])
+    assert np.all(fine >= lo - 1e-12) and np.all(fine <= hi + 1e-12)
+    eps = 1e-6
+    for method, continuous in (("pchip", True), ("linear", False)):
+        before = interpolate(times, values, times[1:-1] - eps, method)
+        after = interpolate(times, values, times[1:-1] + eps, method)
+        at = interpolate(times, values, times[1:-1], method)
+        jump = np.abs((after - at) / eps - (at - before) / eps).max()
+        assert (jump < 1e-3) if continuous else (jump > 0.1), (method, jump)
+    # never faster than PEAK_SPEED_OVER_SECANT times the fastest step
+    from twinbrain_ros.runtime.chunk_executor import PEAK_SPEED_OVER_SECANT
+
+    speed = np.abs(np.diff(fine, axis=0) / np.diff(t)[:, None]).max(axis=0)
+    secant = np.abs(np.diff(values, axis=0) / DT).max(axis=0)
+    assert np.all(speed <= PEAK_SPEED_OVER_SECANT["pchip"] * secant + 1e-6)
+
+
+@pytest.mark.parametrize("blend", ["crossfade", "rtc"])
+def test_pchip_streams_change_velocity_far_less_per_tick_than_linear(blend):
+    """The same chunk stream at 100 Hz: the largest tick-to-tick velocity change is much smaller with
+    pchip, continuous at the switch as with linear, and never outside the actions' range."""
+    rng = np.random.default_rng(2)
+    chunks = [_pchip_plan(rng) + k * 0.05 for k in range(6)]
+    worst = {}
+    for method in ("linear", "pchip"):
+        ex = ChunkExecutor(3, DT, blend=blend, interpolation=method)
+        points = []
+        for k, t in enumerate(np.arange(0.0, 3.0, 0.01)):
+            if k % 50 == 0:
+                before = ex.setpoint(t)
+                ex.add_chunk(chunks[k // 50], obs_stamp=t - 0.02, now=t)
+                if before is not None:
+                    np.testing.assert_allclose(ex.setpoint(t), before, atol=1e-9)
+            points.append(ex.setpoint(t))
+        v = np.diff(np.asarray(points), axis=0) / 0.01
+        worst[method] = np.abs(np.diff(v, axis=0)).max()
+        lo, hi = np.min([c.min(0) for c in chunks], 0), np.max([c.max(0) for c in chunks], 0)
+        assert np.all(np.asarray(points) >= lo - 1e-9) and np.all(np.asarray(points) <= hi + 1e-9)
+    assert worst["pchip"] < 0.5 * worst["linear"], worst
+
+
+def test_admission_leaves_room_for_the_interpolation_speed():
+    from twinbrain_ros.runtime.chunk_admission import ChunkAdmission
+    from twinbrain_ros.runtime.joint_limits import JointLimit
+
+    limits = [JointLimit(f"j{i}", -3.0, 3.0, 1.0, 5.0) for i in range(2)]
+    names = ["j0", "j1"]
+    chunk = np.stack([np.linspace(0, 0.09 * 9, 10)] * 2, axis=1)   # 0.9 rad/s per step: fine for linear
+    assert ChunkAdmission(limits, speed_margin=1.0).admit(names, chunk, DT)[2] == 1.0
+    slowed, _, factor = ChunkAdmission(limits, speed_margin=1.5).admit(names, chunk, DT)
+    assert factor == pytest.approx(1.35) and np.abs(np.diff(slowed, axis=0)).max() <= 1.0 / 1.5 * DT + 1e-12
+    with pytest.raises(ValueError, match="speed_margin"):
+        ChunkAdmission(limits, speed_margin=0.5)

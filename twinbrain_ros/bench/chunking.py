@@ -32,7 +32,7 @@ from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
 from ..nodes.params import resolve
 from ..nodes.policy_params import PARAMS as POLICY_PARAMS
-from ..runtime.chunk_executor import BLEND_POLICIES, interpolate
+from ..runtime.chunk_executor import BLEND_POLICIES, INTERPOLATIONS, interpolate
 from ..runtime.rtc import DelayEstimator
 from ..sim.arm_sim import ArmSim
 from .rollout import rollout_like_graph
@@ -77,7 +77,8 @@ def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(),
             **({"observation_to_chunk_p50_s": round(float(np.median(latencies)), 3)} if len(latencies) else {})}
 
 
-def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_start, guidance) -> dict:
+def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_start, guidance,
+               interpolation: str = "linear") -> dict:
     dt = 1.0 / node_params(config, "safety_node")["control_rate_hz"]
     successes, steps, jerks, gaps, paths, frozen = 0, [], [], [], [], []
     # as in policy_node: one warm-up per start, and the delay estimate carried from episode to episode
@@ -86,7 +87,8 @@ def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_s
     for k, seed in enumerate(seeds):
         trace: dict = {}
         result = rollout_like_graph(policy, sim, seed, task, seconds, latency, config,
-                                    overrides={"blend": blend, "rtc_guidance": guidance},
+                                    overrides={"blend": blend, "rtc_guidance": guidance,
+                                               "interpolation": interpolation},
                                     cold_start=0.0 if k else cold_start, trace=trace, delay=delay)
         successes += result["success"]
         s, j = boundary_steps(trace["setpoints"], trace["boundaries"], dt)
@@ -99,7 +101,8 @@ def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_s
     return summary(successes, len(seeds), steps, jerks, gaps, paths, frozen)
 
 
-def graph_splices(trace: dict, period: float) -> tuple[list[float], list[float], list[float], list[float]]:
+def graph_splices(trace: dict, period: float,
+                  interpolation: str = "linear") -> tuple[list[float], list[float], list[float], list[float]]:
     """From what policy_node published (``graph_episodes.evaluate``'s trace): per splice the velocity step
     and jerk at the boundary, the gap between the admitted new chunk and the setpoint just before it took
     over, and each chunk's delay (received - observation stamp). Setpoints stop between the ritual's
@@ -123,22 +126,24 @@ def graph_splices(trace: dict, period: float) -> tuple[list[float], list[float],
         steps, jerks = steps + s, jerks + j
         for (_, stamp, step_period, actions), k in zip(chunks, ticks):
             if k > 0:
-                new = interpolate(stamp + step_period * np.arange(len(actions)), actions, t[k - 1:k])[0]
+                new = interpolate(stamp + step_period * np.arange(len(actions)), actions, t[k - 1:k], interpolation)[0]
                 gaps.append(float(np.abs(new - q[a + k - 1]).max()))
     delays = [received - stamp for received, stamp, *_ in trace["chunks"]]
     return steps, jerks, gaps, delays
 
 
-def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance, workdir: Path) -> dict:
+def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance, workdir: Path,
+                     interpolation: str = "linear") -> dict:
     """The same through the ROS graph: sim_arm, policy_node and safety_node as separate processes, the lab
     ritual before every episode, and each inference made to take at least ``latency`` s."""
     from .graph_episodes import evaluate
 
     trace: dict = {}
-    overrides = {"policy_node": {"blend": blend, "rtc_guidance": guidance, "emulated_inference_time": latency}}
+    overrides = {"policy_node": {"blend": blend, "rtc_guidance": guidance, "emulated_inference_time": latency,
+                                 "interpolation": interpolation}}
     results = evaluate(checkpoint, task, seeds, seconds, workdir, overrides=overrides, trace=trace)
     period = 1.0 / node_params(load_config(), "policy_node")["control_rate_hz"]
-    steps, jerks, gaps, delays = graph_splices(trace, period)
+    steps, jerks, gaps, delays = graph_splices(trace, period, interpolation)
     out = summary(sum(bool(r["success"]) for r in results), len(seeds), steps, jerks, gaps, [], latencies=delays)
     out.pop("path_length_m_mean")
     return {**out, "episodes_reported": len(results)}
@@ -165,6 +170,8 @@ def main(argv=None) -> None:
     p.add_argument("--cold-start", type=float, default=0.3, help="extra seconds the first inference takes")
     p.add_argument("--rtc-guidance", choices=["identity", "network"], default="identity",
                    help="policy_node's rtc_guidance for the rtc runs")
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default="linear",
+                   help="policy_node's interpolation between a chunk's actions")
     p.add_argument("--graph", action="store_true", help="through the ROS graph instead (one graph per blend and "
                    "latency, policy_node's emulated_inference_time = the latency; --cold-start does not apply)")
     p.add_argument("--out", default="out/chunking-graph", help="--graph: where the graph logs go")
@@ -175,20 +182,22 @@ def main(argv=None) -> None:
         workdir = Path(args.out)
         workdir.mkdir(parents=True, exist_ok=True)
         results = {blend: {str(lat): run_graph_config(args.checkpoint, seeds, args.task, args.seconds, lat, blend,
-                                                      args.rtc_guidance, workdir) for lat in args.latencies}
+                                                      args.rtc_guidance, workdir, args.interpolation)
+                                for lat in args.latencies}
                    for blend in args.blends}
     else:
         policy = TwinBrainPolicy.from_checkpoint(args.checkpoint, device="cpu")
         sim = ArmSim(image_size=(224, 224))
         config = load_config()
         results = {blend: {str(lat): run_config(policy, sim, seeds, args.task, args.seconds, lat, blend, config,
-                                                args.cold_start, args.rtc_guidance) for lat in args.latencies}
+                                                args.cold_start, args.rtc_guidance, args.interpolation)
+                                for lat in args.latencies}
                    for blend in args.blends}
         sim.close()
     emit({"bench": "chunking", "through": "ros_graph" if args.graph else "in_process", "checkpoint": args.checkpoint,
           "task": args.task, "seeds": f"{seeds[0]}..{seeds[-1]}",
           "cold_start_s": None if args.graph else args.cold_start, "rtc_guidance": args.rtc_guidance,
-          "results": results,
+          "interpolation": args.interpolation, "results": results,
           "targets": targets(results, args.latencies),
           "seconds": round(time.perf_counter() - start, 1)})
 

@@ -94,7 +94,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
                 # how far the new chunk is from the plan it takes over from, at t
                 if before is not None and trace is not None:
                     job, chunk = pending[0], pending[1]
-                    new = interpolate(job.stamp + runner.step_period * np.arange(len(chunk)), chunk, np.array([t]))[0]
+                    new = interpolate(job.stamp + runner.step_period * np.arange(len(chunk)), chunk, np.array([t]),
+                                      runner.executor.interpolation)[0]
                     log["splice_gaps"].append(float(np.abs(new - before).max()))
             pending = None
         if pending is None:

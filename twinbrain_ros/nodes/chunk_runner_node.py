@@ -26,7 +26,7 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..runtime.chunk_executor import BLEND_POLICIES
+from ..runtime.chunk_executor import BLEND_POLICIES, INTERPOLATIONS
 from ..runtime.remote_chunks import RemoteChunkExecutor
 from .diagnostics import ThrottledLog, diagnostic_array
 from .params import REQUIRED, ROBOT, Param, declare, non_negative, one_of, positive
@@ -45,6 +45,9 @@ PARAMS = ROBOT + [
     Param("blend", "crossfade", "How a new chunk takes over: " + ", ".join(BLEND_POLICIES) + ".",
           one_of(*BLEND_POLICIES)),
     Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
+    Param("interpolation", "linear", "Between a chunk's actions: linear (velocity jumps at every action) or "
+          "pchip (monotone cubic: velocity continuous through actions and splices; runtime/chunk_executor.py).",
+          one_of(*INTERPOLATIONS)),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("control_thread_priority", 50, "SCHED_FIFO priority of the setpoint thread; 0 disables.", non_negative),
     Param("gil_switch_interval", 0.0005, "sys.setswitchinterval (s), as in policy_node.", positive),
@@ -65,7 +68,7 @@ class ChunkRunnerNode(Node):
         self.lock = threading.Lock()
         self.names = p["joint_names"]
         self.runner = RemoteChunkExecutor(self.names, p["max_chunk_age"], p["max_chunk_future"], p["blend"],
-                                          p["blend_steps"])
+                                          p["blend_steps"], p["interpolation"])
         self.measured: np.ndarray | None = None
         self.arrival_ages: deque[float] = deque(maxlen=500)
         self.sent = 0

@@ -13,10 +13,15 @@ from .joint_limits import CommandRejected, JointLimit, JointSpace
 
 class ChunkAdmission:
     def __init__(self, limits: list[JointLimit] | JointSpace, out_of_range: str = "clamp",
-                 overspeed: str = "slow_down"):
+                 overspeed: str = "slow_down", speed_margin: float = 1.0):
         """``out_of_range="clamp"`` holds steps outside a joint's range at the limit, ``"reject"`` refuses
         the chunk; ``overspeed="slow_down"`` time-scales a chunk that needs more than the velocity limit
-        along the same path, ``"reject"`` refuses it."""
+        along the same path, ``"reject"`` refuses it. ``speed_margin``: how much faster than a step's
+        secant the executor's interpolation can run between actions (PEAK_SPEED_OVER_SECANT), so steps
+        are held to the velocity limit divided by it."""
+        if speed_margin < 1.0:
+            raise ValueError(f"speed_margin must be >= 1, got {speed_margin}")
+        self.speed_margin = speed_margin
         if out_of_range not in ("clamp", "reject") or overspeed not in ("slow_down", "reject"):
             raise ValueError(f"out_of_range must be clamp|reject and overspeed slow_down|reject, "
                              f"got {out_of_range!r}, {overspeed!r}")
@@ -57,7 +62,7 @@ class ChunkAdmission:
             raise CommandRejected("chunk", f"chunk leaves the position range of {s.names[j]!r}")
         seq = rows if start is None else np.vstack([np.asarray(start, np.float64)[None], rows])
         if len(seq) > 1:
-            speed = np.abs(np.diff(seq, axis=0)) / step_period
+            speed = np.abs(np.diff(seq, axis=0)) / step_period * self.speed_margin
             fast = speed > s.vmax * (1 + 1e-6)
             if np.any(fast):
                 j = int(np.argwhere(fast)[0][1])
@@ -73,6 +78,6 @@ class ChunkAdmission:
             chunk, clamped = self._clamp_columns(names, chunk, columns)   # names already checked
         factor = 1.0
         if self.overspeed == "slow_down" and np.all(np.isfinite(chunk)):   # NaN/inf: refused just below
-            chunk, factor = slow_down(chunk, step_period, self.space.vmax[columns])
+            chunk, factor = slow_down(chunk, step_period, self.space.vmax[columns] / self.speed_margin)
         self.validate(names, chunk, step_period)
         return chunk, clamped, factor

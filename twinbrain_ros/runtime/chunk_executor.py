@@ -16,6 +16,15 @@ and with delta actions the next observations planned from an arm lagging its own
                     towards this executor's plan (runtime/rtc.py), so the two already agree where the
                     ramp blends them.
 
+Between actions the plan is interpolated ``linear`` (velocity constant per step, so it jumps at every
+action: at 10 Hz actions and 100 Hz control, a step change every tenth tick, which the safety limiter's
+acceleration bound then absorbs) or ``pchip`` (monotone cubic Hermite, Fritsch-Carlson: velocity
+continuous through every action, and never past the actions' own values, so joint limits the actions
+respect still hold in between). With pchip the blends ramp with a smoothstep instead of a straight
+line and the blended plan leaves the splice at the old plan's velocity, so a splice, too, keeps the
+velocity the arm had (in the step right after a splice that carried velocity may take the plan a little
+past the step's two values, as the moving arm would; the safety node's position clamp still applies).
+
 The blended result is resampled onto the new chunk's grid, so memory stays bounded however many
 chunks arrive. After the last step the final setpoint is held. NaN/inf never comes out: a chunk
 containing them is rejected with ValueError before it touches the trajectory.
@@ -26,19 +35,60 @@ from __future__ import annotations
 import numpy as np
 
 BLEND_POLICIES = ("replace", "crossfade", "average", "rtc")
+INTERPOLATIONS = ("linear", "pchip")
+# The fastest an interpolation runs between two actions, over the fastest secant of the steps around them:
+# a monotone cubic Hermite with tangents within the neighbouring secants peaks at 1.5x (zero end tangents).
+PEAK_SPEED_OVER_SECANT = {"linear": 1.0, "pchip": 1.5}
 
 
-def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Rows of ``values`` (N, D) at ``times`` (N,), sampled at ``t``: piecewise-linear per dimension;
-    before the first time the first row is held, after the last the last row."""
-    return np.stack([np.interp(t, times, values[:, d]) for d in range(values.shape[1])], axis=-1)
+def pchip_slopes(times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-row tangents (N, D) of the monotone cubic through ``values`` at ``times``: 0 at a local extreme,
+    else the weighted harmonic mean of the neighbouring secants (Fritsch & Butland 1984, as scipy's
+    PchipInterpolator); at the two ends the end segment's secant, so a plan cut at ``now`` by a blend
+    keeps moving instead of starting from a standstill."""
+    x, y = np.asarray(times, np.float64), np.asarray(values, np.float64)
+    m = np.zeros_like(y)
+    if len(x) < 2:
+        return m
+    h = np.diff(x)[:, None]
+    d = np.diff(y, axis=0) / h
+    m[0], m[-1] = d[0], d[-1]
+    if len(x) > 2:
+        h0, h1, d0, d1 = h[:-1], h[1:], d[:-1], d[1:]
+        w1, w2 = 2 * h1 + h0, h1 + 2 * h0
+        same_sign = d0 * d1 > 0
+        safe0, safe1 = np.where(same_sign, d0, 1.0), np.where(same_sign, d1, 1.0)   # no 1/0 where unused
+        m[1:-1] = np.where(same_sign, (w1 + w2) / (w1 / safe0 + w2 / safe1), 0.0)
+    return m
+
+
+def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray, method: str = "linear",
+                slopes: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``values`` (N, D) at ``times`` (N,), sampled at ``t``: piecewise-linear or monotone cubic
+    (``pchip``; ``slopes`` from pchip_slopes when the caller keeps them) per dimension; before the first
+    time the first row is held, after the last the last row."""
+    if method == "linear" or len(times) < 2:
+        return np.stack([np.interp(t, times, values[:, d]) for d in range(values.shape[1])], axis=-1)
+    x, y = np.asarray(times, np.float64), np.asarray(values, np.float64)
+    m = pchip_slopes(x, y) if slopes is None else slopes
+    t = np.clip(np.asarray(t, np.float64), x[0], x[-1])
+    i = np.clip(np.searchsorted(x, t, side="right") - 1, 0, len(x) - 2)
+    h = (x[i + 1] - x[i])[:, None]
+    s = ((t - x[i])[:, None]) / h
+    s2, s3 = s * s, s * s * s
+    return ((2 * s3 - 3 * s2 + 1) * y[i] + (s3 - 2 * s2 + s) * h * m[i]
+            + (3 * s2 - 2 * s3) * y[i + 1] + (s3 - s2) * h * m[i + 1])
 
 
 class ChunkExecutor:
     def __init__(self, dim: int, step_period: float, blend: str = "crossfade", blend_steps: int = 4,
-                 average_weight: float = 0.5):
+                 average_weight: float = 0.5, interpolation: str = "linear"):
         if blend not in BLEND_POLICIES:
             raise ValueError(f"blend must be one of {BLEND_POLICIES}, got {blend!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        self.interpolation = interpolation
+        self._slopes: np.ndarray | None = None    # pchip tangents of the plan, kept while it stands
         if step_period <= 0 or blend_steps < 1 or not 0 < average_weight <= 1:
             raise ValueError("step_period > 0, blend_steps >= 1 and 0 < average_weight <= 1 are required")
         self.dim, self.step_period, self.blend = dim, step_period, blend
@@ -55,10 +105,18 @@ class ChunkExecutor:
         """Forget all chunks; optionally hold a position from ``now``."""
         self.chunk_stamp = None
         if hold is None:
-            self._times = self._values = None
+            self._times = self._values = self._slopes = None
         else:
-            self._times = np.array([now])
-            self._values = np.asarray(hold, np.float64).reshape(1, self.dim)
+            self._set(np.array([now]), np.asarray(hold, np.float64).reshape(1, self.dim))
+
+    def _set(self, times: np.ndarray, values: np.ndarray, first_slope: np.ndarray | None = None) -> None:
+        self._times, self._values = times, values
+        self._slopes = pchip_slopes(times, values) if self.interpolation == "pchip" else None
+        if self._slopes is not None and first_slope is not None:
+            self._slopes[0] = first_slope
+
+    def _plan_at(self, t: np.ndarray) -> np.ndarray:
+        return interpolate(self._times, self._values, t, self.interpolation, self._slopes)
 
     def plan(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The trajectory being executed: (times (N,), rows (N, dim)), copies; None without one."""
@@ -67,7 +125,7 @@ class ChunkExecutor:
     def setpoint(self, now: float) -> np.ndarray | None:
         if self._times is None:
             return None
-        return interpolate(self._times, self._values, np.asarray([now]))[0]
+        return self._plan_at(np.asarray([now]))[0]
 
     def add_chunk(self, actions: np.ndarray, obs_stamp: float, now: float) -> int:
         """Blend a new chunk in; returns how many of its steps were already in the past (dropped)."""
@@ -87,7 +145,7 @@ class ChunkExecutor:
         keep = np.maximum(np.argmax(future) - 1, 0) if future.any() else actions.shape[0] - 1
         new_t, new_v = times[keep:], actions[keep:]
         if self._times is None or self.blend == "replace":
-            self._times, self._values = new_t, new_v
+            self._set(new_t, new_v)
             self.chunk_stamp = obs_stamp
             return dropped
         ramp_end = now + self.blend_steps * self.step_period
@@ -96,19 +154,29 @@ class ChunkExecutor:
         # The blends' own breakpoints join the grid so each ramp is exact where it starts and ends.
         points = np.concatenate([[now], new_t[new_t > now], now + ramp_span, max(old_end, now) + ramp_span])
         grid = np.unique(points[(points >= now) & (points <= max(new_t[-1], now))])
-        old = interpolate(self._times, self._values, grid)
-        new = interpolate(new_t, new_v, grid)
-        ramp = np.clip((grid - now) / (ramp_end - now), 0.0, 1.0)
+        old = self._plan_at(grid)
+        new = interpolate(new_t, new_v, grid, self.interpolation)
+        # pchip: the blended plan leaves `now` at the velocity the old one had there (a secant from `now`
+        # would differ by the old plan's curvature); the smoothstep ramp adds none at its start
+        eps = 1e-6
+        velocity = ((self._plan_at(np.array([now + eps])) - self._plan_at(np.array([now - eps])))[0] / (2 * eps)
+                    if self.interpolation == "pchip" else None)
+        ramp = self._ramp((grid - now) / (ramp_end - now))
         if self.blend == "average":
             # Weight ramps to average_weight, and once the old chunk has run out ramps on to 1.
-            tail = np.clip((grid - max(old_end, now)) / (ramp_end - now), 0.0, 1.0)
+            tail = self._ramp((grid - max(old_end, now)) / (ramp_end - now))
             weight = ramp * self.average_weight + tail * (1 - self.average_weight)
         else:
             weight = ramp
-        self._times = grid
-        self._values = (1 - weight)[:, None] * old + weight[:, None] * new
+        self._set(grid, (1 - weight)[:, None] * old + weight[:, None] * new, velocity)
         self.chunk_stamp = obs_stamp
         return dropped
+
+    def _ramp(self, s: np.ndarray) -> np.ndarray:
+        """The new chunk's weight over the blend, 0 -> 1. pchip: smoothstep, whose slope is 0 at both ends,
+        so the splice keeps the velocity the arm had (linear: a kink of gap / ramp time at each end)."""
+        s = np.clip(s, 0.0, 1.0)
+        return s * s * (3 - 2 * s) if self.interpolation == "pchip" else s
 
 
 def slow_down(chunk: np.ndarray, step_period: float, max_velocity: np.ndarray) -> tuple[np.ndarray, float]:

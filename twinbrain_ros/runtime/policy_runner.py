@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chunk_admission import ChunkAdmission
-from .chunk_executor import ChunkExecutor
+from .chunk_executor import PEAK_SPEED_OVER_SECANT, ChunkExecutor
 from .joint_limits import CommandRejected
 from .rtc import DelayEstimator, RtcGuide, guide_from_plan
 from .synchronizer import ObservationSynchronizer
@@ -82,8 +82,10 @@ class PolicyRunner:
         sync = ObservationSynchronizer(cameras, names, p["sync_slop"], p["max_observation_age"], p["max_joint_gap"],
                                        max_future=p["max_observation_future"])
         joint = p["output_mode"] == "joint"
-        admission = ChunkAdmission(limits, p["out_of_range_chunks"], p["overspeed_chunks"]) if joint else None
-        return cls(sync, ChunkExecutor(len(names), period, p["blend"], p["blend_steps"]), cameras, names, period,
+        admission = ChunkAdmission(limits, p["out_of_range_chunks"], p["overspeed_chunks"],
+                                   PEAK_SPEED_OVER_SECANT[p["interpolation"]]) if joint else None
+        executor = ChunkExecutor(len(names), period, p["blend"], p["blend_steps"], interpolation=p["interpolation"])
+        return cls(sync, executor, cameras, names, period,
                    admission, horizon, DelayEstimator(p["rtc_initial_delay"]), p["rtc_max_guidance"],
                    p["rtc_guidance"] == "network")
 
@@ -134,7 +136,7 @@ class PolicyRunner:
         if plan is None:
             return None
         return guide_from_plan(*plan, stamp, self.step_period, self.horizon, self.delay.estimate(), self.max_guidance,
-                               self.guidance_through_network)
+                               self.guidance_through_network, self.executor.interpolation)
 
     def failed(self, error: str) -> None:
         """The model raised: no motion until a later inference succeeds."""

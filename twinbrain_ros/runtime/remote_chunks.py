@@ -27,9 +27,10 @@ from .stamp_age import StampAgeMonitor
 
 class RemoteChunkExecutor:
     def __init__(self, joint_names: list[str], max_age: float, max_future: float, blend: str = "crossfade",
-                 blend_steps: int = 4):
+                 blend_steps: int = 4, interpolation: str = "linear"):
         self.joint_names = list(joint_names)
         self.max_age, self.blend, self.blend_steps = max_age, blend, blend_steps
+        self.interpolation = interpolation
         self.stamps = StampAgeMonitor(max_age, max_future, "action chunk")
         self.executor: ChunkExecutor | None = None   # built on the first chunk, with its step period
         self.counters: Counter = Counter()
@@ -51,7 +52,8 @@ class RemoteChunkExecutor:
                                           f"configured: {self.joint_names}")
         actions = actions[:, [index[n] for n in self.joint_names]]
         if self.executor is None or abs(self.executor.step_period - step_period) > 1e-9:
-            self.executor = ChunkExecutor(len(self.joint_names), step_period, self.blend, self.blend_steps)
+            self.executor = ChunkExecutor(len(self.joint_names), step_period, self.blend, self.blend_steps,
+                                          interpolation=self.interpolation)
         if not self.executor.active and measured is not None:
             self.executor.reset(hold=measured, now=now)   # blend in from where the arm is: no jump on resume
         try:

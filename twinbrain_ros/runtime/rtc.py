@@ -80,7 +80,7 @@ class DelayEstimator:
 
 def guide_from_plan(plan_times: np.ndarray, plan_values: np.ndarray, obs_stamp: float, step_period: float,
                     horizon: int, delay: float, max_guidance: float = 5.0,
-                    through_network: bool = False) -> RtcGuide | None:
+                    through_network: bool = False, interpolation: str = "linear") -> RtcGuide | None:
     """The guide for a chunk observed at ``obs_stamp`` given the executing plan (its time grid and rows):
     the plan sampled at the new chunk's step times, frozen for the steps that run before ``delay`` has
     passed, soft-masked up to the plan's end. None when the plan has nothing left to agree with."""
@@ -88,6 +88,6 @@ def guide_from_plan(plan_times: np.ndarray, plan_values: np.ndarray, obs_stamp: 
     overlap = int(np.searchsorted(times, plan_times[-1], side="right"))
     if overlap == 0:
         return None
-    target = interpolate(plan_times, plan_values, times)
+    target = interpolate(plan_times, plan_values, times, interpolation)   # as the executor samples it
     frozen = min(int(np.ceil(delay / step_period - 1e-9)), overlap)
     return RtcGuide(target, soft_mask(horizon, frozen, overlap), frozen, max_guidance, through_network)
