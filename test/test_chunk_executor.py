@@ -194,3 +194,35 @@ def test_admission_leaves_room_for_the_interpolation_speed():
     assert factor == pytest.approx(1.35) and np.abs(np.diff(slowed, axis=0)).max() <= 1.0 / 1.5 * DT + 1e-12
     with pytest.raises(ValueError, match="speed_margin"):
         ChunkAdmission(limits, speed_margin=0.5)
+
+
+@pytest.mark.parametrize("blend", ["crossfade", "average"])
+def test_pchip_splice_keeps_the_exact_blend_and_its_velocity(blend):
+    """The plan after a pchip splice is the blend itself, (1 - w) old + w new with the smoothstep w, at
+    every instant (not only on its grid), and its velocity is continuous at the splice and is the
+    blend's own just after it: the resampled plan adds no curvature of its own where grid points crowd."""
+    from twinbrain_ros.runtime.chunk_executor import interpolate
+
+    rng = np.random.default_rng(3)
+    first, second = _pchip_plan(rng), _pchip_plan(rng) + 0.05
+    ex = ChunkExecutor(3, DT, blend=blend, interpolation="pchip")
+    ex.add_chunk(first, obs_stamp=0.0, now=0.0)
+    old = ChunkExecutor(3, DT, blend=blend, interpolation="pchip")
+    old.add_chunk(first, obs_stamp=0.0, now=0.0)
+    now, stamp = 0.537, 0.5 - 0.093    # a splice between grid points, the new chunk's steps off the old grid
+    ex.add_chunk(second, obs_stamp=stamp, now=now)
+    t = np.linspace(now, now + 6 * DT, 1201)
+    s = np.clip((t - now) / (ex.blend_steps * DT), 0, 1)
+    w = s * s * (3 - 2 * s)
+    if blend == "average":
+        w = w * ex.average_weight
+    new = interpolate(stamp + DT * np.arange(len(second)), second, t, "pchip")
+    expected = (1 - w)[:, None] * np.stack([old.setpoint(x) for x in t]) + w[:, None] * new
+    got = np.stack([ex.setpoint(x) for x in t])
+    assert np.abs(got - expected).max() < 1e-3, np.abs(got - expected).max()
+    eps = 1e-5
+    v_old = (old.setpoint(now + eps) - old.setpoint(now - eps)) / (2 * eps)
+    v_before = (ex.setpoint(now) - old.setpoint(now - eps)) / eps
+    v_after = (ex.setpoint(now + eps) - ex.setpoint(now)) / eps
+    np.testing.assert_allclose(v_before, v_old, atol=1e-3)
+    np.testing.assert_allclose(v_after, v_old, atol=1e-3)

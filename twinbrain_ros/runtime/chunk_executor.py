@@ -63,19 +63,27 @@ def pchip_slopes(times: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray, method: str = "linear",
-                slopes: np.ndarray | None = None) -> np.ndarray:
-    """Rows of ``values`` (N, D) at ``times`` (N,), sampled at ``t``: piecewise-linear or monotone cubic
-    (``pchip``; ``slopes`` from pchip_slopes when the caller keeps them) per dimension; before the first
-    time the first row is held, after the last the last row."""
-    if method == "linear" or len(times) < 2:
-        return np.stack([np.interp(t, times, values[:, d]) for d in range(values.shape[1])], axis=-1)
+                slopes: np.ndarray | None = None, derivative: bool = False) -> np.ndarray:
+    """Rows of ``values`` (N, D) at ``times`` (N,), sampled at ``t``: piecewise-linear or cubic Hermite
+    (``pchip``; tangents ``slopes``, pchip_slopes' when not given) per dimension; before the first time
+    the first row is held, after the last the last row. ``derivative``: the curve's velocity instead."""
     x, y = np.asarray(times, np.float64), np.asarray(values, np.float64)
-    m = pchip_slopes(x, y) if slopes is None else slopes
-    t = np.clip(np.asarray(t, np.float64), x[0], x[-1])
+    t = np.asarray(t, np.float64)
+    if method == "linear" and not derivative:
+        return np.stack([np.interp(t, x, y[:, d]) for d in range(y.shape[1])], axis=-1)
+    if len(x) < 2:
+        return np.zeros((len(t), y.shape[1])) if derivative else np.repeat(y[:1], len(t), axis=0)
+    inside = ((t >= x[0]) & (t <= x[-1]))[:, None]   # held outside: no velocity
     i = np.clip(np.searchsorted(x, t, side="right") - 1, 0, len(x) - 2)
     h = (x[i + 1] - x[i])[:, None]
-    s = ((t - x[i])[:, None]) / h
+    s = (np.clip(t, x[0], x[-1])[:, None] - x[i][:, None]) / h
+    if method == "linear":
+        return np.where(inside, (y[i + 1] - y[i]) / h, 0.0)
+    m = pchip_slopes(x, y) if slopes is None else slopes
     s2, s3 = s * s, s * s * s
+    if derivative:
+        return np.where(inside, ((6 * s2 - 6 * s) * (y[i] - y[i + 1]) / h + (3 * s2 - 4 * s + 1) * m[i]
+                                 + (3 * s2 - 2 * s) * m[i + 1]), 0.0)
     return ((2 * s3 - 3 * s2 + 1) * y[i] + (s3 - 2 * s2 + s) * h * m[i]
             + (3 * s2 - 2 * s3) * y[i + 1] + (s3 - s2) * h * m[i + 1])
 
@@ -109,14 +117,15 @@ class ChunkExecutor:
         else:
             self._set(np.array([now]), np.asarray(hold, np.float64).reshape(1, self.dim))
 
-    def _set(self, times: np.ndarray, values: np.ndarray, first_slope: np.ndarray | None = None) -> None:
+    def _set(self, times: np.ndarray, values: np.ndarray, slopes: np.ndarray | None = None) -> None:
         self._times, self._values = times, values
-        self._slopes = pchip_slopes(times, values) if self.interpolation == "pchip" else None
-        if self._slopes is not None and first_slope is not None:
-            self._slopes[0] = first_slope
+        if self.interpolation == "pchip":
+            self._slopes = pchip_slopes(times, values) if slopes is None else slopes
+        else:
+            self._slopes = None
 
-    def _plan_at(self, t: np.ndarray) -> np.ndarray:
-        return interpolate(self._times, self._values, t, self.interpolation, self._slopes)
+    def _plan_at(self, t: np.ndarray, derivative: bool = False) -> np.ndarray:
+        return interpolate(self._times, self._values, t, self.interpolation, self._slopes, derivative)
 
     def plan(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The trajectory being executed: (times (N,), rows (N, dim)), copies; None without one."""
@@ -151,32 +160,52 @@ class ChunkExecutor:
         ramp_end = now + self.blend_steps * self.step_period
         old_end = float(self._times[-1])
         ramp_span = self.step_period * np.arange(1, self.blend_steps + 1)
-        # The blends' own breakpoints join the grid so each ramp is exact where it starts and ends.
-        points = np.concatenate([[now], new_t[new_t > now], now + ramp_span, max(old_end, now) + ramp_span])
+        # The blends' own breakpoints join the grid so each ramp is exact where it starts and ends; with
+        # pchip so do the old plan's, where its curvature changes.
+        points = [[now], new_t[new_t > now], now + ramp_span, max(old_end, now) + ramp_span]
+        if self.interpolation == "pchip":
+            points.append(self._times)
+        points = np.concatenate(points)
         grid = np.unique(points[(points >= now) & (points <= max(new_t[-1], now))])
         old = self._plan_at(grid)
-        new = interpolate(new_t, new_v, grid, self.interpolation)
-        # pchip: the blended plan leaves `now` at the velocity the old one had there (a secant from `now`
-        # would differ by the old plan's curvature); the smoothstep ramp adds none at its start
-        eps = 1e-6
-        velocity = ((self._plan_at(np.array([now + eps])) - self._plan_at(np.array([now - eps])))[0] / (2 * eps)
-                    if self.interpolation == "pchip" else None)
-        ramp = self._ramp((grid - now) / (ramp_end - now))
-        if self.blend == "average":
-            # Weight ramps to average_weight, and once the old chunk has run out ramps on to 1.
-            tail = self._ramp((grid - max(old_end, now)) / (ramp_end - now))
-            weight = ramp * self.average_weight + tail * (1 - self.average_weight)
-        else:
-            weight = ramp
-        self._set(grid, (1 - weight)[:, None] * old + weight[:, None] * new, velocity)
+        new_slopes = pchip_slopes(new_t, new_v) if self.interpolation == "pchip" else None
+        new = interpolate(new_t, new_v, grid, self.interpolation, new_slopes)
+        span = ramp_end - now
+        weight, weight_rate = self._weight((grid - now) / span, (grid - max(old_end, now)) / span)
+        values = (1 - weight)[:, None] * old + weight[:, None] * new
+        slopes = None
+        if self.interpolation == "pchip":
+            # Hermite tangents from the blend's exact velocity, not refitted from its samples: the plan
+            # then leaves `now` at the velocity the old one had and keeps the blend's own shape between
+            # grid points (a refit bent it where grid points crowd, right after the splice).
+            old_rate = self._plan_at(grid, derivative=True)
+            new_rate = interpolate(new_t, new_v, grid, "pchip", new_slopes, derivative=True)
+            slopes = ((1 - weight)[:, None] * old_rate + weight[:, None] * new_rate
+                      + (weight_rate / span)[:, None] * (new - old))
+        self._set(grid, values, slopes)
         self.chunk_stamp = obs_stamp
         return dropped
 
-    def _ramp(self, s: np.ndarray) -> np.ndarray:
-        """The new chunk's weight over the blend, 0 -> 1. pchip: smoothstep, whose slope is 0 at both ends,
-        so the splice keeps the velocity the arm had (linear: a kink of gap / ramp time at each end)."""
+    def _weight(self, s: np.ndarray, tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The new chunk's weight over the blend and its rate (per unit of ``s``), from ``s`` (0 at the
+        splice, 1 where the ramp ends) and ``tail`` (the same from where the old plan ends)."""
+        ramp, rate = self._ramp(s)
+        if self.blend != "average":
+            return ramp, rate
+        # Weight ramps to average_weight, and once the old chunk has run out ramps on to 1.
+        tail_ramp, tail_rate = self._ramp(tail)
+        w = self.average_weight
+        return ramp * w + tail_ramp * (1 - w), rate * w + tail_rate * (1 - w)
+
+    def _ramp(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The new chunk's weight over the blend, 0 -> 1, and its rate. pchip: smoothstep, whose slope is
+        0 at both ends, so the splice keeps the velocity the arm had (linear: a kink of gap / ramp time
+        at each end)."""
+        inside = (s > 0) & (s < 1)
         s = np.clip(s, 0.0, 1.0)
-        return s * s * (3 - 2 * s) if self.interpolation == "pchip" else s
+        if self.interpolation == "pchip":
+            return s * s * (3 - 2 * s), np.where(inside, 6 * s * (1 - s), 0.0)
+        return s, inside.astype(np.float64)
 
 
 def slow_down(chunk: np.ndarray, step_period: float, max_velocity: np.ndarray) -> tuple[np.ndarray, float]:
