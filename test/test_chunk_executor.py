@@ -226,3 +226,19 @@ def test_pchip_splice_keeps_the_exact_blend_and_its_velocity(blend):
     v_after = (ex.setpoint(now + eps) - ex.setpoint(now)) / eps
     np.testing.assert_allclose(v_before, v_old, atol=1e-3)
     np.testing.assert_allclose(v_after, v_old, atol=1e-3)
+
+
+def test_pchip_first_chunk_starts_from_rest():
+    """Nothing executing: the arm stands still, so a pchip plan leaves its first action at zero velocity
+    (linear starts at the first step's full speed) and stays within the velocity bound admission allows."""
+    from twinbrain_ros.runtime.chunk_executor import PEAK_SPEED_OVER_SECANT
+
+    chunk = np.stack([np.linspace(0.0, 0.45, 10)] * 3, axis=1)    # 0.5 rad/s per step
+    eps = 1e-5
+    for method, start_speed in (("pchip", 0.0), ("linear", 0.5)):
+        ex = ChunkExecutor(3, DT, interpolation=method)
+        ex.add_chunk(chunk, obs_stamp=0.0, now=0.0)
+        np.testing.assert_allclose((ex.setpoint(eps) - ex.setpoint(0.0)) / eps, start_speed, atol=1e-3)
+        t = np.linspace(0, 0.9, 901)
+        speed = np.abs(np.diff(np.stack([ex.setpoint(x) for x in t]), axis=0) / np.diff(t)[:, None]).max()
+        assert speed <= PEAK_SPEED_OVER_SECANT[method] * 0.5 + 1e-6, (method, speed)

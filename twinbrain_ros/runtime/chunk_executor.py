@@ -26,8 +26,11 @@ velocity the arm had (in the step right after a splice that carried velocity may
 past the step's two values, as the moving arm would; the safety node's position clamp still applies).
 
 The blended result is resampled onto the new chunk's grid, so memory stays bounded however many
-chunks arrive. After the last step the final setpoint is held. NaN/inf never comes out: a chunk
-containing them is rejected with ValueError before it touches the trajectory.
+chunks arrive; with pchip each sample keeps the blend's exact velocity as its Hermite tangent, so the
+resampled plan is the blend to within a fraction of a milliradian (a refit to the samples alone bent
+it right after the splice, where grid points crowd). After the last step the final setpoint is held.
+NaN/inf never comes out: a chunk containing them is rejected with ValueError before it touches the
+trajectory.
 """
 
 from __future__ import annotations
@@ -154,7 +157,12 @@ class ChunkExecutor:
         keep = np.maximum(np.argmax(future) - 1, 0) if future.any() else actions.shape[0] - 1
         new_t, new_v = times[keep:], actions[keep:]
         if self._times is None or self.blend == "replace":
-            self._set(new_t, new_v)
+            slopes = None
+            if self._times is None and self.interpolation == "pchip":
+                # the idle arm stands still: the plan starts from rest instead of at its first step's speed
+                slopes = pchip_slopes(new_t, new_v)
+                slopes[0] = 0.0
+            self._set(new_t, new_v, slopes)
             self.chunk_stamp = obs_stamp
             return dropped
         ramp_end = now + self.blend_steps * self.step_period
