@@ -168,3 +168,37 @@ def test_bf16_memory_plan_trains_only_the_right_things_saves_them_in_bf16_and_re
     policy = TwinBrainPolicy.from_checkpoint(result["checkpoint"], device="cpu")    # deploys (fp32 on the CPU)
     chunk = policy.predict([np.zeros((48, 48, 3), np.uint8)] * 2, np.zeros(7), "touch the green cube", seed=0)
     assert chunk.shape == (8, 7) and np.all(np.isfinite(chunk))
+
+
+def test_goal_head_learns_where_the_episode_ends_and_deploys(dataset, tmp_path):
+    """goal_loss_weight > 0: a goal head on Right's last prompt token learns the episode's final state
+    (its error falls), the action loss stays what evaluation reports, the checkpoint loads, and the goal
+    head adds nothing at inference. Without the weight there is no head and no goal figure."""
+    plain = Trainer(_cfg(dataset, tmp_path / "plain", steps=1))
+    assert plain.policy.model.goal_head is None and plain.goal_errors() == {}
+    trainer = Trainer(_cfg(dataset, tmp_path / "goal", steps=60, goal_loss_weight=1.0))
+    sample = trainer.train_set[0]
+    episode = trainer.train_set.index[0][0]
+    np.testing.assert_array_equal(sample.goal, trainer.train_set._data[episode]["observation.state"][-1])
+    before = trainer.goal_error(trainer.train_set)
+    result = trainer.run()
+    after = trainer.goal_error(trainer.train_set)
+    assert after < 0.5 * before, (before, after)
+    logs = _losses(tmp_path / "goal")
+    assert all(np.isfinite(line["goal_loss"]) for line in logs)
+    assert np.isfinite(logs[-1]["val_goal_error"])
+    # evaluation_loss is the action loss alone, with or without a goal head
+    items = [trainer.val_set[i] for i in range(4)]
+    inputs, state, actions, mask, goal = trainer._batch(trainer.val_set, range(4))
+    model = trainer.policy.model
+    with torch.no_grad():
+        noise = model.action_expert.flow_noise(4 * 2, torch.Generator().manual_seed(0))
+        action_only = model.loss(inputs, state, actions, mask, flow_noise=noise)
+        total = model.loss(inputs, state, actions, mask, flow_noise=noise, goal=goal)
+        hidden, hmask = model.features(inputs, state)
+        expected = action_only + model.goal_error(hidden, hmask, goal).mean()
+    assert len(items) == 4 and torch.allclose(total, expected)
+    policy = TwinBrainPolicy.from_checkpoint(result["checkpoint"], device="cpu")
+    assert policy.config.goal_loss_weight == 1.0 and policy.model.goal_head is not None
+    chunk = policy.predict([np.zeros((48, 48, 3), np.uint8)] * 2, np.zeros(7), "touch the green cube", seed=0)
+    assert chunk.shape == (8, 7) and np.all(np.isfinite(chunk))

@@ -105,7 +105,8 @@ def run(args, out: Path, train_for) -> dict:
         untrained, trained, train_info = train_for(dataset, out / "train", None, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions,
                                                    val_episodes=VAL_EPISODES, probes=language_probes,
-                                                   tokenizer=args.tokenizer, size=args.tiny_size)
+                                                   tokenizer=args.tokenizer, size=args.tiny_size,
+                                                   goal_weight=args.goal_loss_weight)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))               # never seen in training
     logs = out / "eval"
     logs.mkdir(exist_ok=True)

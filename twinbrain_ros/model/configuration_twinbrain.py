@@ -39,6 +39,10 @@ class TwinBrainConfig:
     # openpi's delta actions: dimension i is predicted relative to state[i] at the observation when
     # delta_action_mask[i] is true (arm joints), absolute otherwise (a gripper command); [] = all absolute.
     delta_action_mask: list[bool] = field(default_factory=list)
+    # An auxiliary training target: from Right's last prompt token (which has attended to the images and
+    # the words) predict the state the episode ends in, normalised. Where the goal depends on the words
+    # (which cube is named), it makes reading them a training signal of its own. 0 = off (no goal head).
+    goal_loss_weight: float = 0.0
     expert: ActionExpertConfig = field(default_factory=ActionExpertConfig)
 
     def __post_init__(self):
@@ -60,6 +64,8 @@ class TwinBrainConfig:
         elif any(self.delta_action_mask) and int(self.state_dim) < int(self.action_dim):
             problems.append(f"delta actions need state_dim >= action_dim (state[i] is action[i]'s joint), "
                             f"got {self.state_dim} < {self.action_dim}")
+        if not float(self.goal_loss_weight) >= 0:
+            problems.append(f"goal_loss_weight must be >= 0, got {self.goal_loss_weight}")
         if self.expert.width % self.expert.heads:
             problems.append(f"expert.width {self.expert.width} must be divisible by expert.heads {self.expert.heads}")
         if problems:

@@ -6,7 +6,8 @@ Read top to bottom:
   2. ``left_forward``  the unmodified transformers forward, run once, keeping its post-RoPE K/V cache.
   3. ``right_forward`` transformers' forward again, with the state embedding spliced in and every
                        decoder layer attending over [stop_grad(Left K/V); Right K/V].
-  4. ``loss`` / ``sample`` the action expert on Right's last-layer hidden states.
+  4. ``loss`` / ``sample`` the action expert on Right's last-layer hidden states (``loss`` with the
+                       optional goal target: Right's last prompt token -> the episode's final state).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class TwinBrainVLA(nn.Module):
         self.state_encoder = StateEncoder(config.state_dim, config.expert.state_hidden, hidden)
         self.action_expert = FlowMatchingActionExpert(config.expert, config.action_dim, config.chunk_length,
                                                       cond_dim=hidden)
+        self.goal_head = (nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, config.state_dim))
+                          if config.goal_loss_weight > 0 else None)
+        self.last_goal_loss: torch.Tensor | None = None   # the goal term of the latest loss, for logging
         self._pending_state: torch.Tensor | None = None
         self.right.get_input_embeddings().register_forward_hook(self._splice_state_embedding)
 
@@ -107,17 +111,34 @@ class TwinBrainVLA(nn.Module):
         return hidden, inputs["right"]["attention_mask"]
 
     def forward(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
-                generator: torch.Generator | None = None, flow_noise=None, mask_total=None) -> torch.Tensor:
+                generator: torch.Generator | None = None, flow_noise=None, mask_total=None,
+                goal: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (a forward, so DDP/accelerate wrappers see it)."""
-        return self.loss(inputs, state, actions, action_mask, generator, flow_noise, mask_total)
+        return self.loss(inputs, state, actions, action_mask, generator, flow_noise, mask_total, goal)
 
     def loss(self, inputs: dict, state: torch.Tensor, actions: torch.Tensor, action_mask=None,
-             generator: torch.Generator | None = None, flow_noise=None, mask_total=None) -> torch.Tensor:
-        """See ``FlowMatchingActionExpert.loss`` for ``flow_noise`` / ``mask_total``."""
+             generator: torch.Generator | None = None, flow_noise=None, mask_total=None,
+             goal: torch.Tensor | None = None) -> torch.Tensor:
+        """See ``FlowMatchingActionExpert.loss`` for ``flow_noise`` / ``mask_total``. ``goal`` (B, state_dim),
+        normalised: adds ``goal_loss_weight`` x the goal head's squared error (needs the head)."""
         hidden, mask = self.features(inputs, state)
         condition = self.action_expert.encode_condition(hidden, mask)
-        return self.action_expert.loss(condition, actions, action_mask, self.config.noise_draws_per_sample,
+        loss = self.action_expert.loss(condition, actions, action_mask, self.config.noise_draws_per_sample,
                                        generator, flow_noise, mask_total)
+        self.last_goal_loss = None
+        if goal is not None:
+            goal_loss = self.goal_error(hidden, mask, goal).mean()
+            self.last_goal_loss = goal_loss.detach()
+            loss = loss + self.config.goal_loss_weight * goal_loss
+        return loss
+
+    def goal_error(self, hidden: torch.Tensor, mask: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Per sample, the goal head's mean squared error on Right's last real (unpadded) prompt token."""
+        if self.goal_head is None:
+            raise ValueError("this model has no goal head (goal_loss_weight is 0)")
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.long().sum(1) - 1]
+        predicted = self.goal_head(last.to(self.goal_head[0].weight.dtype))
+        return ((predicted - goal.to(predicted.dtype)) ** 2).mean(-1)
 
     @torch.no_grad()
     def sample(self, inputs: dict, state: torch.Tensor, steps: int | None = None,

@@ -26,6 +26,7 @@ class Sample:
     instruction: str
     actions: np.ndarray     # (H, action_dim) robot units
     action_mask: np.ndarray  # (H,) 1 = real step, 0 = padding past the episode end
+    goal: np.ndarray | None = None   # (state_dim,) the state the episode ends in (the goal target)
 
 
 class ChunkSamples:
@@ -70,7 +71,7 @@ class ChunkSamples:
         chunk = actions[np.minimum(steps, n - 1)]
         task = self.ds.tasks[int(data["task_index"][t])]
         return Sample([frames[t] for frames in self._episode_frames(episode)], data["observation.state"][t], task,
-                      chunk.astype(np.float32), mask)
+                      chunk.astype(np.float32), mask, np.asarray(data["observation.state"][-1], np.float32))
 
     def action_range(self, mask) -> RangeNormalizer:
         """q01/q99 of every real (unpadded) chunk row in the model's action space (``delta_actions``)."""

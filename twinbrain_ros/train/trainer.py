@@ -83,6 +83,7 @@ class TrainConfig:
     precision: str = "auto"        # bf16 | fp32 | auto (bf16 on CUDA, fp32 on the CPU); see the memory plan above
     optimizer_state: str = "fp32"  # dtype of AdamW's moments for bf16 weights: fp32 | bf16 (saves 4 bytes/param)
     gradient_checkpointing: bool = False   # recompute the Right brain's layers in backward (less activation memory)
+    goal_loss_weight: float = 0.0  # > 0: also predict the episode's final state (TwinBrainConfig.goal_loss_weight)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -118,7 +119,8 @@ class Trainer:
         feats = self.dataset.info["features"]
         cameras = list(self.dataset.cameras)
         dims = dict(state_dim=feats["observation.state"]["shape"][0], action_dim=feats["action"]["shape"][0],
-                    camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws)
+                    camera_names=cameras, chunk_length=cfg.chunk_length, noise_draws_per_sample=cfg.noise_draws,
+                    goal_loss_weight=cfg.goal_loss_weight)
         if cfg.image_size:
             dims["image_size"] = [cfg.image_size, cfg.image_size]
         if cfg.delta_actions:
@@ -148,6 +150,8 @@ class Trainer:
         if cfg.gradient_checkpointing:
             model.right.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         head = list(model.action_expert.parameters()) + list(model.state_encoder.parameters())
+        if model.goal_head is not None:
+            head += list(model.goal_head.parameters())
         groups = [{"params": list(model.right.parameters()), "lr": cfg.lr_right}, {"params": head, "lr": cfg.lr_head}]
         if self._deepspeed or self.dtype == torch.float32:
             optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -172,24 +176,34 @@ class Trainer:
         actions = np.stack([self.policy.model_actions(s.actions, s.state) for s in items])
         actions = torch.from_numpy(actions).to(self.acc.device)
         mask = torch.from_numpy(np.stack([s.action_mask for s in items])).to(self.acc.device)
-        return inputs, state, actions, mask
+        return inputs, state, actions, mask, self._goals(items)
+
+    def _goals(self, items) -> torch.Tensor | None:
+        """The goal targets, normalised as states are; None without a goal head."""
+        if self.policy.model.goal_head is None:
+            return None
+        goals = np.stack([self.policy.normalization.state.normalize(s.goal) for s in items])
+        return torch.from_numpy(goals).to(self.acc.device)
 
     def _generator(self, step: int, salt: int = 0) -> torch.Generator:
         # The same on every process: each one draws the global batch's noise and keeps its own rows.
         return torch.Generator().manual_seed(hash((self.cfg.seed, step, salt)) % (2 ** 63))
 
-    def _global_batch_loss(self, samples: ChunkSamples, batch: np.ndarray, generator: torch.Generator):
+    def _global_batch_loss(self, samples: ChunkSamples, batch: np.ndarray, generator: torch.Generator,
+                           with_goal: bool = True):
         """Loss of one *global* batch (sample indices and generator the same on every process), each
         process computing its contiguous share: (this process's loss term, the global batch's loss).
         The terms average over processes to the global loss, so DDP's gradient average is the
-        one-process gradient: the masked mean divides by the real steps of the whole batch."""
+        one-process gradient: the masked mean divides by the real steps of the whole batch.
+        ``with_goal=False``: the action loss alone (evaluation stays comparable with or without a goal head)."""
         acc, draws = self.acc, self.policy.config.noise_draws_per_sample
         mine = np.array_split(np.arange(len(batch)), acc.num_processes)[acc.process_index]
         noise, t = self.policy.model.action_expert.flow_noise(len(batch) * draws, generator)
         rows = slice(int(mine[0]) * draws, (int(mine[-1]) + 1) * draws)
-        inputs, state, actions, mask = self._batch(samples, batch[mine])
+        inputs, state, actions, mask, goal = self._batch(samples, batch[mine])
         mask_total = acc.reduce(mask.sum(), "sum") / acc.num_processes
-        loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]), mask_total=mask_total)
+        loss = self.model(inputs, state, actions, mask, flow_noise=(noise[rows], t[rows]), mask_total=mask_total,
+                          goal=goal if with_goal else None)
         return loss, float(acc.reduce(loss.detach(), "mean"))
 
     def train_step(self) -> dict:
@@ -210,6 +224,9 @@ class Trainer:
                     self.scheduler.step()
                 self.optimizer.zero_grad()
             logs["loss"] += global_loss / cfg.grad_accum
+            goal_loss = self.acc.unwrap_model(self.model).last_goal_loss
+            if goal_loss is not None:
+                logs["goal_loss"] = logs.get("goal_loss", 0.0) + float(goal_loss) / cfg.grad_accum
         self.step += 1
         if self.acc.device.type == "cuda":   # the memory plan's check on a real GPU (twinbrain-bench memory)
             logs["max_memory_gb"] = round(torch.cuda.max_memory_allocated(self.acc.device) / 1e9, 2)
@@ -227,8 +244,33 @@ class Trainer:
         idx = np.arange(min(len(samples), max_samples))
         idx = np.resize(idx, max(len(idx), n))   # every process needs a sample (only tiny sets repeat some)
         chunks = np.array_split(idx, max(1, len(idx) // (self.cfg.batch_size * n)))
-        return float(np.mean([self._global_batch_loss(samples, chunk, self._generator(-1, k))[1]
+        return float(np.mean([self._global_batch_loss(samples, chunk, self._generator(-1, k), with_goal=False)[1]
                               for k, chunk in enumerate(chunks)]))
+
+    def goal_errors(self) -> dict:
+        """val_goal_error and one per probe (``goal_error_<probe>``); {} without a goal head."""
+        if self.acc.unwrap_model(self.model).goal_head is None:
+            return {}
+        return {"val_goal_error": self.goal_error(self.val_set),
+                **{f"goal_error_{name}": self.goal_error(samples) for name, samples in self.probes.items()}}
+
+    @torch.no_grad()
+    def goal_error(self, samples: ChunkSamples | None, max_samples: int = 64) -> float | None:
+        """The goal head's mean squared error (normalised units) over the first ``max_samples`` samples, on
+        this process (it is deterministic); None without samples or a goal head. A probe with the colour
+        swapped in the words tells whether the predicted goal follows them."""
+        model = self.acc.unwrap_model(self.model)
+        if samples is None or model.goal_head is None:
+            return None
+        model.eval()
+        items = [samples[i] for i in range(min(len(samples), max_samples))]
+        errors = []
+        for k in range(0, len(items), self.cfg.batch_size):
+            part = items[k:k + self.cfg.batch_size]
+            inputs, state = self.policy.prepare([Observation(s.images, s.state, s.instruction) for s in part])
+            hidden, mask = model.features(inputs, state)
+            errors.append(model.goal_error(hidden, mask, self._goals(part)).cpu().numpy())
+        return float(np.concatenate(errors).mean())
 
     def validation_loss(self) -> float | None:
         return self.evaluation_loss(self.val_set)
@@ -287,6 +329,7 @@ class Trainer:
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                 last["val_loss"] = self.validation_loss()
                 last.update({name: self.evaluation_loss(samples) for name, samples in self.probes.items()})
+                last.update(self.goal_errors())
             if self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save(self.out / f"step-{self.step:06d}")
             if metrics:
