@@ -202,3 +202,17 @@ def test_goal_head_learns_where_the_episode_ends_and_deploys(dataset, tmp_path):
     assert policy.config.goal_loss_weight == 1.0 and policy.model.goal_head is not None
     chunk = policy.predict([np.zeros((48, 48, 3), np.uint8)] * 2, np.zeros(7), "touch the green cube", seed=0)
     assert chunk.shape == (8, 7) and np.all(np.isfinite(chunk))
+
+
+def test_early_frames_are_each_episodes_first_observations_and_fill_their_share(dataset, tmp_path):
+    """early_indices(k): the first k observations of every episode, and early_frame_share draws that share
+    of a batch from them (there only the words tell the goal)."""
+    trainer = Trainer(_cfg(dataset, tmp_path / "early", steps=1, early_frame_share=0.5, early_frames=2))
+    samples = trainer.train_set
+    first = samples.early_indices(2)
+    assert len(first) == 2 * len(samples.episodes)
+    for episode in {e for e, _ in samples.index}:
+        rows = [t for e, t in samples.index if e == episode][:2]
+        assert sorted(samples.index[i][1] for i in first if samples.index[i][0] == episode) == rows
+    with pytest.raises(ValueError, match="early_frame_share"):
+        Trainer(_cfg(dataset, tmp_path / "bad", steps=1, early_frame_share=1.0))

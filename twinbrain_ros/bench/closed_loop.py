@@ -32,14 +32,16 @@ from .stats import emit
 
 def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, image_size: int,
               lr_right: float, delta: bool, val_episodes: int = 5, probes=None,
-              tokenizer: str = "byte", size: str = "xs", goal_weight: float = 0.0) -> tuple[str, str, dict]:
+              tokenizer: str = "byte", size: str = "xs", goal_weight: float = 0.0,
+              early_share: float = 0.0) -> tuple[str, str, dict]:
     """Untrained (step 0) and fine-tuned checkpoints; the cosine schedule is fitted to the time budget, or
     (``minutes`` None) exactly ``steps_cap`` steps. ``probes(trainer)``: named sample sets whose loss is
     logged with the validation loss and reported at the end."""
     cfg = TrainConfig(dataset=dataset, out=str(out), steps=steps_cap, batch_size=8, lr_right=lr_right, lr_head=1e-3,
                       image_size=image_size, warmup_steps=50, val_every=250, save_every=10 ** 9, chunk_length=16,
                       noise_draws=4, val_episodes=val_episodes, time_budget_s=(minutes or 0) * 60,
-                      delta_actions=delta, tiny_tokenizer=tokenizer, tiny_size=size, goal_loss_weight=goal_weight)
+                      delta_actions=delta, tiny_tokenizer=tokenizer, tiny_size=size, goal_loss_weight=goal_weight,
+                      early_frame_share=early_share)
     trainer = Trainer(cfg)
     if probes is not None:
         trainer.probes = probes(trainer)
@@ -47,6 +49,7 @@ def train_for(dataset: str, out: Path, minutes: float | None, steps_cap: int, im
     result = trainer.run()
     info = {"train_steps": trainer.step, "train_seconds": result["seconds"], "lr_right": lr_right,
             "delta_actions": delta, "tokenizer": tokenizer, "tiny_size": size, "goal_loss_weight": goal_weight,
+            "early_frame_share": early_share,
             "train_loss_eval": trainer.evaluation_loss(trainer.train_set), "val_loss": trainer.validation_loss(),
             **{name: trainer.evaluation_loss(samples) for name, samples in trainer.probes.items()},
             **trainer.goal_errors()}
@@ -76,6 +79,9 @@ def main(argv=None) -> None:
     p.add_argument("--goal-loss-weight", type=float, default=0.0,
                    help="> 0: train a goal head too (Right's last token -> the episode's final state), this "
                         "weight on its loss next to the action loss")
+    p.add_argument("--early-frame-share", type=float, default=0.0,
+                   help="share of every batch drawn from the episodes' first 5 frames, where only the words "
+                        "tell the goal (TrainConfig.early_frame_share)")
     p.add_argument("--delta-actions", action=argparse.BooleanOptionalAction, default=True,
                    help="arm joints relative to the observed state, gripper absolute (openpi's delta actions)")
     # The shipped checkpoint's recipe. 0.3 / 3.0 / 0.02 was measured on 2026-12-02: 15/20 with the ritual,
@@ -117,7 +123,8 @@ def main(argv=None) -> None:
         untrained, trained, train_info = train_for(dataset, out / "train", args.train_minutes, args.train_steps_cap,
                                                    args.image_size, args.lr_right, args.delta_actions,
                                                    tokenizer=args.tokenizer, size=args.tiny_size,
-                                                   goal_weight=args.goal_loss_weight)
+                                                   goal_weight=args.goal_loss_weight,
+                                                   early_share=args.early_frame_share)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))                  # never seen in training
     sim = ArmSim()
     expert = sum(run_episode(sim, s, args.task) for s in seeds) / len(seeds)

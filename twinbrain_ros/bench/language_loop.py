@@ -6,7 +6,9 @@ words): does the policy do what it is told?
 2. fine-tunes a tiny TwinBrainVLA for a fixed number of steps (a step budget, so the result does not
    depend on how fast the host is);
    On the way, the action loss on validation frames with the named and with a swapped colour
-   (``language_probes``): whether the words reach the actions at all, without the graph;
+   (``language_probes``): whether the words reach the actions at all, without the graph; the same on
+   each episode's first frame alone (``first_frame_*``: the arm has not moved, so only the words tell
+   the goal), and with a goal head the goal error on each of these;
 3. deploys it through the full ROS graph on unseen seeds (bench/graph_episodes.py), each episode started
    the lab way (e-stop, re-stage, policy reset, release) and ended by ``/sim_arm/reset``, whose
    ``~/episode_result`` says what happened: success per task and per colour, and the wrong-object rate
@@ -44,9 +46,11 @@ class InstructionProbe:
     swapped says, without the ROS graph, whether the words reach the actions: a policy that ignores
     them scores both the same."""
 
-    def __init__(self, samples, rewrite, count: int = 64):
+    def __init__(self, samples, rewrite, count: int = 64, indices=None):
+        """``indices``: these samples instead of ``count`` spread evenly."""
         self.samples, self.rewrite = samples, rewrite
-        self.indices = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).astype(int))
+        self.indices = (np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).astype(int))
+                        if indices is None else np.asarray(indices))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -57,11 +61,15 @@ class InstructionProbe:
 
 
 def language_probes(trainer) -> dict:
-    """val_loss_named / val_loss_swapped on the same validation frames (see InstructionProbe)."""
+    """val_loss_named / val_loss_swapped on the same validation frames (see InstructionProbe), and
+    first_frame_named / first_frame_swapped on each validation episode's first frame."""
     def swap(text: str) -> str:
         return swapped(parse_instruction(text)).instruction
+    first = trainer.val_set.early_indices(1)   # the start, where only the words tell the goal
     return {"val_loss_named": InstructionProbe(trainer.val_set, str),
-            "val_loss_swapped": InstructionProbe(trainer.val_set, swap)}
+            "val_loss_swapped": InstructionProbe(trainer.val_set, swap),
+            "first_frame_named": InstructionProbe(trainer.val_set, str, indices=first),
+            "first_frame_swapped": InstructionProbe(trainer.val_set, swap, indices=first)}
 
 
 def expert_on(seeds: list[int], task: str = "mixture") -> dict:
@@ -106,7 +114,8 @@ def run(args, out: Path, train_for) -> dict:
                                                    args.image_size, args.lr_right, args.delta_actions,
                                                    val_episodes=VAL_EPISODES, probes=language_probes,
                                                    tokenizer=args.tokenizer, size=args.tiny_size,
-                                                   goal_weight=args.goal_loss_weight)
+                                                   goal_weight=args.goal_loss_weight,
+                                                   early_share=args.early_frame_share)
     seeds = list(range(10_000, 10_000 + args.eval_episodes))               # never seen in training
     logs = out / "eval"
     logs.mkdir(exist_ok=True)

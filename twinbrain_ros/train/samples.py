@@ -50,6 +50,18 @@ class ChunkSamples:
     def __len__(self) -> int:
         return len(self.index)
 
+    def early_indices(self, frames: int) -> np.ndarray:
+        """Sample indices of the first ``frames`` observations of every episode: where the arm still stands
+        at its start, so only the instruction tells which goal an episode has (later the state and the
+        images of a moving arm give it away)."""
+        first: dict[int, int] = {}
+        chosen = []
+        for i, (episode, _) in enumerate(self.index):
+            first[episode] = first.get(episode, 0) + 1
+            if first[episode] <= frames:
+                chosen.append(i)
+        return np.asarray(chosen, dtype=np.int64)
+
     def _episode_frames(self, episode: int) -> list[np.ndarray]:
         if episode not in self._frames:
             ep = next(e for e in self.episodes if e["episode_index"] == episode)

@@ -84,6 +84,11 @@ class TrainConfig:
     optimizer_state: str = "fp32"  # dtype of AdamW's moments for bf16 weights: fp32 | bf16 (saves 4 bytes/param)
     gradient_checkpointing: bool = False   # recompute the Right brain's layers in backward (less activation memory)
     goal_loss_weight: float = 0.0  # > 0: also predict the episode's final state (TwinBrainConfig.goal_loss_weight)
+    # Share of every batch drawn from the first `early_frames` observations of the episodes. There the arm has
+    # not moved yet, so only the words tell the goal; later frames give it away through the state (what a
+    # policy then learns instead of reading the instruction).
+    early_frame_share: float = 0.0
+    early_frames: int = 5
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -162,6 +167,9 @@ class Trainer:
         # step (N processes would run the warm-up N times faster and reach lr 0 at steps / N).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        if not 0 <= cfg.early_frame_share < 1 or cfg.early_frames < 1:
+            raise ValueError(f"early_frame_share must be in [0, 1) and early_frames >= 1, got "
+                             f"{cfg.early_frame_share}, {cfg.early_frames}")
         self.step = 0
         # name -> samples whose evaluation_loss is logged with val_loss (e.g. the language probes of
         # bench/language_loop.py: the same frames with the instruction swapped)
@@ -213,6 +221,10 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             rng = np.random.default_rng([cfg.seed, self.step, micro])
             batch = rng.integers(0, len(self.train_set), cfg.batch_size * acc.num_processes)
+            if cfg.early_frame_share > 0:
+                early = self.train_set.early_indices(cfg.early_frames)
+                pick = rng.random(len(batch)) < cfg.early_frame_share
+                batch[pick] = early[rng.integers(0, len(early), int(pick.sum()))]
             with acc.accumulate(self.model):
                 loss, global_loss = self._global_batch_loss(self.train_set, batch, self._generator(self.step, micro))
                 acc.backward(loss)
