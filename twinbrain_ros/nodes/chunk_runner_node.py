@@ -26,10 +26,10 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from ..msg import ActionChunk
-from ..runtime.chunk_executor import BLEND_POLICIES, INTERPOLATIONS
+from ..runtime.chunk_executor import BLEND_POLICIES
 from ..runtime.remote_chunks import RemoteChunkExecutor
 from .diagnostics import ThrottledLog, diagnostic_array
-from .params import REQUIRED, ROBOT, Param, declare, non_negative, one_of, positive
+from .params import INTERPOLATION, REQUIRED, ROBOT, Param, declare, non_negative, one_of, positive
 from .realtime import PeriodicThread
 from .ros_convert import action_chunk_array, duration_to_sec, joint_trajectory, sec_to_stamp, stamp_to_sec
 
@@ -45,9 +45,7 @@ PARAMS = ROBOT + [
     Param("blend", "crossfade", "How a new chunk takes over: " + ", ".join(BLEND_POLICIES) + ".",
           one_of(*BLEND_POLICIES)),
     Param("blend_steps", 4, "Chunk steps over which crossfade/average ramp in.", positive),
-    Param("interpolation", "linear", "Between a chunk's actions: linear (velocity jumps at every action) or "
-          "pchip (monotone cubic: velocity continuous through actions and splices; runtime/chunk_executor.py).",
-          one_of(*INTERPOLATIONS)),
+    INTERPOLATION,
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("control_thread_priority", 50, "SCHED_FIFO priority of the setpoint thread; 0 disables.", non_negative),
     Param("gil_switch_interval", 0.0005, "sys.setswitchinterval (s), as in policy_node.", positive),

@@ -21,6 +21,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
+from ..runtime.chunk_executor import INTERPOLATIONS
 from ..runtime.joint_limits import JointLimit
 
 
@@ -79,6 +80,11 @@ ROBOT = [
     Param("robot_description", "", "The robot's URDF (XML). Position and velocity limits the YAML does not set "
           "come from its joints' <limit> (<safety_controller> soft limits where given); the YAML overrides."),
 ]
+
+# Both nodes that execute chunks (policy_node, chunk_runner_node) interpolate them the same way.
+INTERPOLATION = Param("interpolation", "linear", "Between a chunk's actions: linear (velocity jumps at every "
+                      "action) or pchip (monotone cubic: velocity continuous through actions and splices; "
+                      "runtime/chunk_executor.py).", one_of(*INTERPOLATIONS))
 
 # Parameters a URDF can stand in for, and how it gives them per joint.
 URDF_LIMITS = {"joint_lower": "lower", "joint_upper": "upper", "max_velocity": "velocity"}

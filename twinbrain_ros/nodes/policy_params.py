@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtime.chunk_executor import BLEND_POLICIES, INTERPOLATIONS
+from ..runtime.chunk_executor import BLEND_POLICIES
 from ..runtime.policy_runner import PolicyRunner
-from .params import ROBOT, Param, joint_limits, non_empty, non_negative, one_of, positive, resolve
+from .params import INTERPOLATION, ROBOT, Param, joint_limits, non_empty, non_negative, one_of, positive, resolve
 
 PARAMS = ROBOT + [
     Param("camera_names", ["front"], "Camera names, in the order the model sees them.", non_empty),
@@ -37,9 +37,7 @@ PARAMS = ROBOT + [
           "steps at the limit (what the safety node does to each setpoint anyway; the rest of the chunk still "
           "runs); reject drops the whole chunk and waits for the next.", one_of("clamp", "reject")),
     Param("blend_steps", 4, "Chunk steps over which crossfade/average/rtc ramp in.", positive),
-    Param("interpolation", "linear", "Between a chunk's actions: linear (velocity jumps at every action) or "
-          "pchip (monotone cubic: velocity continuous through actions and splices; runtime/chunk_executor.py).",
-          one_of(*INTERPOLATIONS)),
+    INTERPOLATION,
     Param("rtc_max_guidance", 5.0, "blend rtc: cap on the guidance weight that pulls a new chunk towards the "
           "executing one (beta of Black et al. 2025; higher follows the executing chunk more tightly).", positive),
     Param("rtc_guidance", "identity", "blend rtc: identity adds the weighted error to the flow velocity (no "

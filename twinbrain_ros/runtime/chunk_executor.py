@@ -47,8 +47,8 @@ PEAK_SPEED_OVER_SECANT = {"linear": 1.0, "pchip": 1.5}
 def pchip_slopes(times: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per-row tangents (N, D) of the monotone cubic through ``values`` at ``times``: 0 at a local extreme,
     else the weighted harmonic mean of the neighbouring secants (Fritsch & Butland 1984, as scipy's
-    PchipInterpolator); at the two ends the end segment's secant, so a plan cut at ``now`` by a blend
-    keeps moving instead of starting from a standstill."""
+    PchipInterpolator); at the two ends the end segment's secant (a chunk that starts an idle executor
+    has its first tangent set to 0 there; a splice sets every tangent from the blend)."""
     x, y = np.asarray(times, np.float64), np.asarray(values, np.float64)
     m = np.zeros_like(y)
     if len(x) < 2:

@@ -105,6 +105,9 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = cfg
+        if not 0 <= cfg.early_frame_share < 1 or cfg.early_frames < 1:
+            raise ValueError(f"early_frame_share must be in [0, 1) and early_frames >= 1, got "
+                             f"{cfg.early_frame_share}, {cfg.early_frames}")
         precision = cfg.precision if cfg.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
         if precision not in DTYPES or cfg.optimizer_state not in DTYPES:
             raise ValueError(f"precision / optimizer_state must be one of {sorted(DTYPES)}, "
@@ -167,9 +170,8 @@ class Trainer:
         # step (N processes would run the warm-up N times faster and reach lr 0 at steps / N).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
-        if not 0 <= cfg.early_frame_share < 1 or cfg.early_frames < 1:
-            raise ValueError(f"early_frame_share must be in [0, 1) and early_frames >= 1, got "
-                             f"{cfg.early_frame_share}, {cfg.early_frames}")
+        # the frames early_frame_share draws from, found once (the index does not change while training)
+        self.early = self.train_set.early_indices(cfg.early_frames) if cfg.early_frame_share > 0 else None
         self.step = 0
         # name -> samples whose evaluation_loss is logged with val_loss (e.g. the language probes of
         # bench/language_loop.py: the same frames with the instruction swapped)
@@ -221,10 +223,9 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             rng = np.random.default_rng([cfg.seed, self.step, micro])
             batch = rng.integers(0, len(self.train_set), cfg.batch_size * acc.num_processes)
-            if cfg.early_frame_share > 0:
-                early = self.train_set.early_indices(cfg.early_frames)
+            if self.early is not None:
                 pick = rng.random(len(batch)) < cfg.early_frame_share
-                batch[pick] = early[rng.integers(0, len(early), int(pick.sum()))]
+                batch[pick] = self.early[rng.integers(0, len(self.early), int(pick.sum()))]
             with acc.accumulate(self.model):
                 loss, global_loss = self._global_batch_loss(self.train_set, batch, self._generator(self.step, micro))
                 acc.backward(loss)
@@ -275,13 +276,11 @@ class Trainer:
         if samples is None or model.goal_head is None:
             return None
         model.eval()
-        items = [samples[i] for i in range(min(len(samples), max_samples))]
-        errors = []
-        for k in range(0, len(items), self.cfg.batch_size):
-            part = items[k:k + self.cfg.batch_size]
-            inputs, state = self.policy.prepare([Observation(s.images, s.state, s.instruction) for s in part])
+        count, errors = min(len(samples), max_samples), []
+        for k in range(0, count, self.cfg.batch_size):
+            inputs, state, _, _, goal = self._batch(samples, range(k, min(k + self.cfg.batch_size, count)))
             hidden, mask = model.features(inputs, state)
-            errors.append(model.goal_error(hidden, mask, self._goals(part)).cpu().numpy())
+            errors.append(model.goal_error(hidden, mask, goal).cpu().numpy())
         return float(np.concatenate(errors).mean())
 
     def validation_loss(self) -> float | None:
