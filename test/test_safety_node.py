@@ -52,6 +52,7 @@ def test_a_stall_before_the_first_command_starts_over_instead_of_latching():
 
 def test_release_while_moving_is_a_counted_noop():
     result = bench.SCENARIOS["release_while_moving"]()
+    assert not result["latched_before_release"], result
     assert result["violations"] == NO_VIOLATIONS, result
     assert result["release_success"] is False and result["counters"]["release_noop"] == 1
     assert "restart" not in result["counters"]
@@ -78,7 +79,8 @@ def test_command_flood_keeps_output_within_limits():
 
 
 def test_sigkill_leaves_the_controller_a_stop_within_limits():
-    result = bench.sigkill()
+    result = bench.SCENARIOS["sigkill"]()
+    assert result["stop_points"] > 2, result
     assert result["violations"] == NO_VIOLATIONS, result
     assert result["speed_at_kill_of_limit"] > 0.3, "the arm was not moving when the node died"
     assert result["stop_velocity_violations"] == 0 and result["stop_acceleration_violations"] == 0, result

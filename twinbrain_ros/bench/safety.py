@@ -194,8 +194,27 @@ def blocked_result(rig) -> dict:
 
 
 def release_while_moving(rig):
+    lim = rig.node.limiter
+    latched = sorted(lim.faults) + (["e-stop"] if lim.estopped else [])
     ok, message = rig.release()
-    return {"release_success": ok, "release_message": message}
+    return {"release_success": ok, "release_message": message, "latched_before_release": latched}
+
+
+def retry_if_starved(scenario, starved, tries: int = 3) -> dict:
+    """Runs ``scenario()`` until ``starved(result)`` gives no reason, at most ``tries`` times. A starved
+    host (CI's two cores) can pause this process's joint-state feed past joint_state_timeout, or hand the
+    fake arm a message after its points were due: the node reacts rightly, but the scenario's premise is
+    gone (nothing latched before the release; the last message reaching the follower in time). The result
+    lists each discarded attempt's reason; a real fault repeats and fails on the last attempt."""
+    discarded = []
+    for _ in range(tries):
+        result = scenario()
+        reason = starved(result)
+        if reason is None:
+            break
+        discarded.append(reason)
+    result["discarded_attempts"] = discarded
+    return result
 
 
 def trip_release_race(rig):
@@ -316,6 +335,9 @@ def sigkill() -> dict:
         # knot 0: where the follower was when the last message arrived (on the previous message's path,
         # mid-period); from knot 1 on: the last message's own points on the tick grid
         # (their spacing is DT by construction; differencing epoch-second floats would add ~1e-5 of noise)
+        if len(knots) < 3:   # too late to measure a stop: every point but the last was due on arrival
+            return {"outputs": rig.outputs.count(), "violations": violations(rig.positions()),
+                    "stop_points": len(knots)}
         v = np.diff(knots[1:], axis=0) / DT
         speed_at_kill = np.abs(v[0]) / LIMITS.vmax
         a = np.diff(v, axis=0) / DT
@@ -331,6 +353,19 @@ def sigkill() -> dict:
                 "at_rest_after_kill": bool(times[-1] < now and time.monotonic() - killed_at > 0.5)}
     finally:
         rig.close()
+
+
+def feed_starved(result: dict) -> str | None:
+    host = [f for f in result["faults"] if f in ("joint_state_stall", "joint_state_stale")]
+    return f"the host latched {host}" if host else None
+
+
+def sigkill_starved(result: dict) -> str | None:
+    if result["stop_points"] < 3:
+        return f"the last message reached the follower with {result['stop_points'] - 1} point(s) still ahead"
+    if result["speed_at_kill_of_limit"] <= 0.3:   # the node held (a stalled feed latched) before the kill
+        return f"the arm moved at {result['speed_at_kill_of_limit']} of its limit when the node died"
+    return None
 
 
 def end_effector_jumps() -> dict:
@@ -379,18 +414,20 @@ def end_effector_jumps() -> dict:
 
 
 SCENARIOS = {
-    "perfect": lambda: _run(seconds=2.0, after=0.0),
+    "perfect": lambda: retry_if_starved(lambda: _run(seconds=2.0, after=0.0), feed_starved),
     "encoder_glitch": lambda: _run(fault=glitch),
     "stall": lambda: _run(fault=stall),
     "late_states": lambda: _run(fault=late),
     "lagging_arm": lambda: _run(lag=0.5, command=lambda t: sweep(t, 0.95)),
     "blocked_arm": lambda: _run(fault=blocked, seconds=0.5, after=2.0, command=reach, report=blocked_result),
-    "release_while_moving": lambda: _run(fault=release_while_moving),
+    "release_while_moving": lambda: retry_if_starved(
+        lambda: _run(fault=release_while_moving),
+        lambda r: f"the host latched {r['latched_before_release']} first" if r["latched_before_release"] else None),
     "trip_release_race": lambda: _run(fault=trip_release_race, after=0.5),
     "startup_stall": startup_stall,
     "fresh_publisher_trip": fresh_publisher_trips,
     "command_flood": flood,
-    "sigkill": sigkill,
+    "sigkill": lambda: retry_if_starved(sigkill, sigkill_starved),
     "end_effector_jumps": end_effector_jumps,
 }
 
