@@ -161,13 +161,16 @@ def test_graph_splices_from_published_setpoints_and_chunks():
     period, trace = 0.01, {"setpoints": [], "chunks": []}
     for start in (0.0, 10.0):
         for k in range(100):
-            trace["setpoints"].append((start + k * period, np.array([0.5 if k >= 50 else 0.0])))
+            q = 2.0 if 82 <= k <= 88 else 0.5 if k >= 50 else 0.0   # 82..88: someone moved it while stopped
+            trace["setpoints"].append((start + k * period, np.array([q])))
         trace["chunks"].append((start - 0.001, start - 0.1, 0.1, np.zeros((16, 1))))          # starts the run
         trace["chunks"].append((start + 0.5 + 0.002, start + 0.4, 0.1, np.full((16, 1), 0.5)))  # a splice at k=50
         trace["chunks"].append((start + 0.85, start + 0.8, 0.1, np.full((16, 1), 3.0)))   # during an e-stop
         trace.setdefault("pauses", []).append((start + 0.8, start + 0.9))
-    steps, jerks, gaps, delays = graph_splices(trace, period)
+    steps, jerks, gaps, delays, interior = graph_splices(trace, period)
     assert len(steps) == len(gaps) == 2
+    # away from the splices the setpoints stand still; the jump inside the e-stop's pause is left out
+    assert len(interior) > 150 and max(interior) == 0.0
     assert steps == pytest.approx([50.0, 50.0])   # 0.5 rad in one tick
     assert gaps == pytest.approx([0.5, 0.5])
     assert delays == pytest.approx([0.099, 0.102, 0.05, 0.099, 0.102, 0.05])

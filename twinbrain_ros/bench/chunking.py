@@ -39,22 +39,27 @@ from .rollout import rollout_like_graph
 from .stats import checkpoint_bench_parser, emit
 
 
+def _changes(setpoints, dt: float, times) -> tuple[np.ndarray, np.ndarray]:
+    """dv[i]: the largest change of velocity (over joints) at setpoint i+1; jerk[i] over ticks i..i+3."""
+    q = np.asarray(setpoints, np.float64)
+    t = np.arange(len(q)) * dt if times is None else np.asarray(times, np.float64)
+    v = np.diff(q, axis=0) / np.diff(t)[:, None]   # v[i]: from setpoint i to i+1
+    dv = np.abs(np.diff(v, axis=0))
+    tv = (t[1:] + t[:-1]) / 2
+    a = np.diff(v, axis=0) / np.diff(tv)[:, None]
+    ta = (tv[1:] + tv[:-1]) / 2
+    return dv.max(axis=1, initial=0.0), np.abs(np.diff(a, axis=0) / np.diff(ta)[:, None]).max(axis=1, initial=0.0)
+
+
 def boundary_steps(setpoints: np.ndarray, boundaries: list[int], dt: float = 0.0,
                    times: np.ndarray | None = None) -> tuple[list[float], list[float]]:
     """Per chunk boundary (index of the first setpoint from the new chunk): the largest change of velocity
     over the boundary tick and the next (rad/s), and the largest jerk over the three ticks from it
     (rad/s³), both over all joints. Setpoints ``dt`` apart, or at ``times`` (stamps: a graph's ticks are
     not exactly periodic and a message can be lost)."""
-    q = np.asarray(setpoints, np.float64)
-    t = np.arange(len(q)) * dt if times is None else np.asarray(times, np.float64)
-    if len(q) < 2:
+    if len(setpoints) < 2:
         return [], []
-    v = np.diff(q, axis=0) / np.diff(t)[:, None]   # v[i]: from setpoint i to i+1
-    dv = np.abs(np.diff(v, axis=0))                # dv[i]: velocity change at setpoint i+1
-    tv = (t[1:] + t[:-1]) / 2
-    a = np.diff(v, axis=0) / np.diff(tv)[:, None]
-    ta = (tv[1:] + tv[:-1]) / 2
-    jerk = np.abs(np.diff(a, axis=0) / np.diff(ta)[:, None])
+    dv, jerk = _changes(setpoints, dt, times)
     steps, jerks = [], []
     for b in boundaries:
         window = dv[max(b - 1, 0):b + 1]           # changes at setpoints b and b+1
@@ -66,10 +71,29 @@ def boundary_steps(setpoints: np.ndarray, boundaries: list[int], dt: float = 0.0
     return steps, jerks
 
 
-def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(), latencies=()) -> dict:
+def interior_steps(setpoints: np.ndarray, boundaries: list[int], dt: float = 0.0,
+                   times: np.ndarray | None = None, skip=None) -> list[float]:
+    """The same velocity change at every tick outside the boundary windows (and the setpoints ``skip``
+    marks): the motion's own acceleration per tick, the floor a boundary step is measured against (a
+    splice without a jump is at this level, not at 0)."""
+    if len(setpoints) < 3:
+        return []
+    dv, _ = _changes(setpoints, dt, times)
+    left_out = np.zeros(len(dv), bool)
+    if skip is not None:   # dv[i] is made of setpoints i..i+2
+        skip = np.asarray(skip, bool)
+        left_out |= skip[:-2] | skip[1:-1] | skip[2:]
+    for b in boundaries:   # the changes at setpoints b-1..b+1: the new chunk's first step moves all three
+        left_out[max(b - 2, 0):b + 1] = True
+    return dv[~left_out].tolist()
+
+
+def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(), latencies=(), interior=()) -> dict:
     return {"success_rate": round(successes / episodes, 3),
             "boundary_velocity_step_max": round(max(steps, default=0.0), 4),
             "boundary_velocity_step_p95": round(float(np.percentile(steps, 95)) if steps else 0.0, 4),
+            **({"interior_velocity_step_max": round(max(interior), 4),
+                "interior_velocity_step_p95": round(float(np.percentile(interior, 95)), 4)} if len(interior) else {}),
             "boundary_jerk_max": round(max(jerks, default=0.0), 1),
             "splice_gap_p95_rad": round(float(np.percentile(gaps, 95)) if gaps else 0.0, 4),
             "path_length_m_mean": round(float(np.mean(paths)), 3) if paths else None,
@@ -80,7 +104,7 @@ def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(),
 def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_start, guidance,
                interpolation: str = "linear") -> dict:
     dt = 1.0 / node_params(config, "safety_node")["control_rate_hz"]
-    successes, steps, jerks, gaps, paths, frozen = 0, [], [], [], [], []
+    successes, steps, jerks, gaps, paths, frozen, interior = 0, [], [], [], [], [], []
     # as in policy_node: one warm-up per start, and the delay estimate carried from episode to episode
     policy_params = resolve(POLICY_PARAMS, node_params(config, "policy_node"), "policy_node")
     delay = DelayEstimator(policy_params["rtc_initial_delay"])
@@ -94,29 +118,36 @@ def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_s
         s, j = boundary_steps(trace["setpoints"], trace["boundaries"], dt)
         steps += s
         jerks += j
+        interior += interior_steps(trace["setpoints"], trace["starts"] + trace["boundaries"], dt)
         gaps += trace["splice_gaps"]
         frozen += trace["frozen"]
         if result["success"]:
             paths.append(float(np.linalg.norm(np.diff(np.asarray(trace["tcp"]), axis=0), axis=1).sum()))
-    return summary(successes, len(seeds), steps, jerks, gaps, paths, frozen)
+    return summary(successes, len(seeds), steps, jerks, gaps, paths, frozen, interior=interior)
 
 
 def graph_splices(trace: dict, period: float,
-                  interpolation: str = "linear") -> tuple[list[float], list[float], list[float], list[float]]:
+                  interpolation: str = "linear") -> tuple[list[float], list[float], list[float], list[float],
+                                                          list[float]]:
     """From what policy_node published (``graph_episodes.evaluate``'s trace): per splice the velocity step
     and jerk at the boundary, the gap between the admitted new chunk and the setpoint just before it took
-    over, and each chunk's delay (received - observation stamp). Setpoints stop between the ritual's
+    over, each chunk's delay (received - observation stamp), and the interior steps (interior_steps, away
+    from every chunk's boundary and outside the pauses). Setpoints stop between the ritual's
     episodes; a chunk that starts a run of setpoints took over from nothing and is no splice, and one
     received during a pause (e-stop to release: the arm brakes, the scene is re-staged) is not about
     blending."""
     if not trace["setpoints"]:
-        return [], [], [], []
+        return [], [], [], [], []
     stamps = np.array([s[0] for s in trace["setpoints"]])
     q = np.stack([s[1] for s in trace["setpoints"]])
     breaks = np.flatnonzero(np.diff(stamps) > 3 * period) + 1
-    steps, jerks, gaps = [], [], []
+    steps, jerks, gaps, interior = [], [], [], []
+    pauses = trace.get("pauses", ())
     for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(stamps)]):
         t = stamps[a:b]
+        paused = np.array([any(start <= stamp <= end for start, end in pauses) for stamp in t])
+        every_chunk = [int(np.searchsorted(t, c[0] - period)) for c in trace["chunks"] if t[0] < c[0] <= t[-1]]
+        interior += interior_steps(q[a:b], every_chunk, times=t, skip=paused)
         chunks = [c for c in trace["chunks"] if t[0] < c[0] <= t[-1]
                   and not any(start <= c[0] <= end for start, end in trace.get("pauses", ()))]
         # the first setpoint from a chunk: the tick after it was accepted, just before it was received here
@@ -129,7 +160,7 @@ def graph_splices(trace: dict, period: float,
                 new = interpolate(stamp + step_period * np.arange(len(actions)), actions, t[k - 1:k], interpolation)[0]
                 gaps.append(float(np.abs(new - q[a + k - 1]).max()))
     delays = [received - stamp for received, stamp, *_ in trace["chunks"]]
-    return steps, jerks, gaps, delays
+    return steps, jerks, gaps, delays, interior
 
 
 def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance, workdir: Path,
@@ -143,8 +174,9 @@ def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance,
                                  "interpolation": interpolation}}
     results = evaluate(checkpoint, task, seeds, seconds, workdir, overrides=overrides, trace=trace)
     period = 1.0 / node_params(load_config(), "policy_node")["control_rate_hz"]
-    steps, jerks, gaps, delays = graph_splices(trace, period, interpolation)
-    out = summary(sum(bool(r["success"]) for r in results), len(seeds), steps, jerks, gaps, [], latencies=delays)
+    steps, jerks, gaps, delays, interior = graph_splices(trace, period, interpolation)
+    out = summary(sum(bool(r["success"]) for r in results), len(seeds), steps, jerks, gaps, [], latencies=delays,
+                  interior=interior)
     out.pop("path_length_m_mean")
     return {**out, "episodes_reported": len(results)}
 

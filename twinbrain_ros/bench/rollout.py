@@ -60,7 +60,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     on top) and safety_node's limiter, in sim time: joint states every control tick, camera frames at
     ``camera_hz``, one inference at a time taking ``latency`` s (the first after activation
     ``cold_start`` s more: model warm-up), fresh noise per chunk, as in the node.
-    ``trace`` (a dict) receives the runner's setpoints per tick, the ticks where a new chunk took over,
+    ``trace`` (a dict) receives the runner's setpoints per tick, the ticks where a new chunk took over
+    from a running plan (and those where one started from none),
     the TCP path, the gap between plan and new chunk at each splice and the frozen steps each rtc guide
     asked for. ``delay``: the rtc delay estimate carried over from earlier episodes, as policy_node keeps it
     from one episode to the next (only an activation restarts it)."""
@@ -79,7 +80,7 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
     closest, rng, pending, tick, frame_every = ClosestApproach(sim), np.random.default_rng(seed), None, 0, \
         max(1, round(1.0 / (camera_hz * dt)))
     log = trace if trace is not None else {}
-    log.update(setpoints=[], boundaries=[], tcp=[], frozen=[], splice_gaps=[])
+    log.update(setpoints=[], boundaries=[], starts=[], tcp=[], frozen=[], splice_gaps=[])
     inferences = 0
     while tick * dt < seconds:
         t = tick * dt
@@ -90,7 +91,8 @@ def rollout_like_graph(policy: TwinBrainPolicy, sim: ArmSim, seed: int, task: st
         if pending is not None and t >= pending[2] - 1e-9:
             before = runner.executor.setpoint(t)
             if runner.accept(pending[0], pending[1], pending[2] - pending[0].started, t) is not None:
-                log["boundaries"].append(len(log["setpoints"]))
+                # a chunk that takes over from no plan starts the motion: no splice (as in graph_splices)
+                log["boundaries" if before is not None else "starts"].append(len(log["setpoints"]))
                 # how far the new chunk is from the plan it takes over from, at t
                 if before is not None and trace is not None:
                     job, chunk = pending[0], pending[1]
