@@ -411,3 +411,15 @@ def test_policy_node_lifecycle_no_motion_before_activate_and_cleanup_frees_the_m
     assert commands.count() == n, "setpoints while inactive"
     assert node.trigger_cleanup() == Result.SUCCESS
     assert node.policy is None and not node.worker.is_alive() and not node.control.is_alive()
+
+
+def test_throttled_log_takes_any_mix_of_levels(graph, capfd):
+    """rclpy raised "Logger severity cannot be changed between calls" when one call site logged at a second
+    level: policy_node's inference worker died on the error after a slow-down warning."""
+    from twinbrain_ros.nodes.diagnostics import ThrottledLog
+
+    log = ThrottledLog(graph.io.get_logger(), period=0.0)
+    for k, level in enumerate(["info", "warn", "error", "warn", "info", "error", "debug"]):
+        log(level, f"key{k}", f"message {k} at {level}")
+    err = capfd.readouterr().err
+    assert all(f"message {k} at" in err for k in range(6)), err
