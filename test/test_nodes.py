@@ -55,7 +55,7 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     controller = graph.record(JointTrajectory, "/arm_controller/joint_trajectory")
     chunks = graph.record(ActionChunk, "/policy_node/chunk")
     diags = graph.record(DiagnosticArray, "/diagnostics")
-    _policy_node(graph, tiny_base_dirs)
+    policy = _policy_node(graph, tiny_base_dirs)
     graph.add(SafetyNode(context=graph.context))
     graph.start_feed(arm=FakeArm(JOINTS))   # follows the controller topic, as a robot would
     time.sleep(0.5)
@@ -67,11 +67,12 @@ def test_full_chain_commands_flow_at_rate_and_stop_when_inputs_freeze(graph, tin
     # rate: stamps of consecutive setpoints are one control period apart (median; 100 Hz configured)
     stamps = np.array([stamp_to_sec(m.header.stamp) for m in commands.messages[-150:]])
     assert np.median(np.diff(stamps)) == pytest.approx(0.01, rel=0.25)
-    # every chunk has H x 7 actions stamped with its observation
+    # every chunk has H x 7 actions stamped with its observation: the model's H = 16, more where admission
+    # slowed a chunk down (the random weights' chunks can be too fast for pchip's margin)
     chunk = chunks.messages[-1]
-    assert (chunk.mode, chunk.horizon, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 16, 7,
-                                                                                JOINTS)
-    assert action_chunk_array(chunk).shape == (16, 7) and chunk.instruction == "pick up the red cube"
+    assert (chunk.mode, chunk.action_dim, chunk.joint_names) == (ActionChunk.MODE_JOINT_POSITION, 7, JOINTS)
+    assert chunk.horizon == 16 or (chunk.horizon > 16 and policy.stats["slowed_chunks"] > 0), chunk.horizon
+    assert action_chunk_array(chunk).shape == (chunk.horizon, 7) and chunk.instruction == "pick up the red cube"
     assert duration_to_sec(chunk.step_period) == pytest.approx(0.1) and duration_to_sec(chunk.inference_latency) > 0
     # stamped with the observation it was computed from: a camera stamp from the past, not publish time
     assert 0 < stamp_to_sec(chunk.header.stamp) < graph.io.get_clock().now().nanoseconds * 1e-9
@@ -128,7 +129,8 @@ def test_new_instruction_replans(graph, tiny_base_dirs):
     graph.publish_instruction("push the blue cube to the left")
     assert graph.wait_for(lambda: len(chunks.since(t_switch + 0.3)) > 1)
     after = action_chunk_array(chunks.since(t_switch + 0.3)[-1])
-    assert not np.allclose(first, after), "the chunk did not change with the instruction"
+    # (a chunk admission slowed down has more rows)
+    assert first.shape != after.shape or not np.allclose(first, after), "the chunk did not change with the instruction"
     instruction = lambda: _status(diags, "twinbrain: policy")[1].get("instruction")  # noqa: E731
     assert graph.wait_for(lambda: instruction() == "push the blue cube to the left")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..graph import load_config, node_params
 from ..model import TwinBrainPolicy
-from ..nodes.params import resolve
+from ..nodes.params import INTERPOLATION, resolve
 from ..nodes.policy_params import PARAMS as POLICY_PARAMS
 from ..runtime.chunk_executor import BLEND_POLICIES, INTERPOLATIONS, interpolate
 from ..runtime.rtc import DelayEstimator
@@ -102,7 +102,7 @@ def summary(successes: int, episodes: int, steps, jerks, gaps, paths, frozen=(),
 
 
 def run_config(policy, sim, seeds, task, seconds, latency, blend, config, cold_start, guidance,
-               interpolation: str = "linear") -> dict:
+               interpolation: str = INTERPOLATION.default) -> dict:
     dt = 1.0 / node_params(config, "safety_node")["control_rate_hz"]
     successes, steps, jerks, gaps, paths, frozen, interior = 0, [], [], [], [], [], []
     # as in policy_node: one warm-up per start, and the delay estimate carried from episode to episode
@@ -164,7 +164,7 @@ def graph_splices(trace: dict, period: float,
 
 
 def run_graph_config(checkpoint, seeds, task, seconds, latency, blend, guidance, workdir: Path,
-                     interpolation: str = "linear") -> dict:
+                     interpolation: str = INTERPOLATION.default) -> dict:
     """The same through the ROS graph: sim_arm, policy_node and safety_node as separate processes, the lab
     ritual before every episode, and each inference made to take at least ``latency`` s."""
     from .graph_episodes import evaluate
@@ -202,8 +202,8 @@ def main(argv=None) -> None:
     p.add_argument("--cold-start", type=float, default=0.3, help="extra seconds the first inference takes")
     p.add_argument("--rtc-guidance", choices=["identity", "network"], default="identity",
                    help="policy_node's rtc_guidance for the rtc runs")
-    p.add_argument("--interpolation", choices=INTERPOLATIONS, default="linear",
-                   help="policy_node's interpolation between a chunk's actions")
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default=INTERPOLATION.default,
+                   help="policy_node's interpolation between a chunk's actions (default: the node's)")
     p.add_argument("--graph", action="store_true", help="through the ROS graph instead (one graph per blend and "
                    "latency, policy_node's emulated_inference_time = the latency; --cold-start does not apply)")
     p.add_argument("--out", default="out/chunking-graph", help="--graph: where the graph logs go")

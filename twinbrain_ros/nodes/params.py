@@ -82,7 +82,7 @@ ROBOT = [
 ]
 
 # Both nodes that execute chunks (policy_node, chunk_runner_node) interpolate them the same way.
-INTERPOLATION = Param("interpolation", "linear", "Between a chunk's actions: linear (velocity jumps at every "
+INTERPOLATION = Param("interpolation", "pchip", "Between a chunk's actions: linear (velocity jumps at every "
                       "action) or pchip (monotone cubic: velocity continuous through actions and splices; "
                       "runtime/chunk_executor.py).", one_of(*INTERPOLATIONS))
 
